@@ -1,0 +1,1 @@
+//! Placeholder: the S3 adapter is being written.
