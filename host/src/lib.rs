@@ -1,1 +1,76 @@
+//! aerie: a backup daemon for the Pterodactyl Panel that speaks the Wings backup API and
+//! keeps storage in adapter libraries.
+//!
+//! A backup request travels `http` → `backups` → `archive` → `plugins` (the adapter).
 
+pub mod archive;
+pub mod backups;
+pub mod config;
+pub mod http;
+pub mod plugins;
+pub mod registry;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::archive::ArchiveSettings;
+use crate::backups::Backups;
+use crate::config::Config;
+use crate::plugins::Adapters;
+use crate::registry::Registry;
+
+/// Runs the daemon until SIGINT or SIGTERM: loads the adapters, opens the registry,
+/// recovers from an earlier stop, serves HTTP, and on shutdown stops running backups.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    for key in &config.ignored_keys {
+        tracing::info!(key = %key, "config key not used by aerie; ignored");
+    }
+    let adapters = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || Adapters::load(&config)).await??
+    };
+    let registry = Arc::new(Registry::open(&config.system.root_directory)?);
+    std::fs::create_dir_all(&config.system.data)
+        .with_context(|| format!("cannot create {}", config.system.data.display()))?;
+    let settings = ArchiveSettings {
+        compression: config.system.backups.compression_level,
+        write_limit: config.write_limit_bytes(),
+    };
+    let backups = Arc::new(Backups::new(
+        config.system.data.clone(),
+        settings,
+        registry,
+        Arc::new(adapters),
+    ));
+    backups.recover_interrupted().await?;
+
+    let state = Arc::new(http::AppState {
+        token: config.token.clone(),
+        backups: backups.clone(),
+    });
+    let address = format!("{}:{}", config.api.host, config.api.port);
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .with_context(|| format!("api: cannot listen on {address}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(address = %local, "listening");
+    // One line on stdout, for operators and for scripts that start aerie on port 0.
+    println!("aerie listening on http://{local}");
+    axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("the HTTP server failed")?;
+    tracing::info!("shutting down: stopping running backups");
+    backups.shut_down().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

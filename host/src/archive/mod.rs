@@ -1,0 +1,63 @@
+//! Making an archive: walk the server's tree (minus what its ignore rules leave out) into a
+//! tar stream, gzip it, and stream the result into an adapter's sink while hashing it.
+//! Everything here runs on one blocking thread and streams: memory stays flat whatever the
+//! size of the backup.
+
+mod ignore_rules;
+mod output;
+mod rate_limit;
+mod tree;
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use aerie_adapter_api::host::SinkHandle;
+use anyhow::Context;
+use flate2::{write::GzEncoder, Compression};
+
+pub use ignore_rules::IgnoreRules;
+pub use output::Written;
+pub use tree::Progress;
+
+use crate::config::CompressionLevel;
+use output::ArchiveOutput;
+
+/// How an archive is made.
+#[derive(Debug, Clone, Copy)]
+pub struct ArchiveSettings {
+    /// gzip level.
+    pub compression: CompressionLevel,
+    /// Compressed bytes per second, if limited.
+    pub write_limit: Option<u64>,
+}
+
+fn gzip_level(level: CompressionLevel) -> Compression {
+    match level {
+        CompressionLevel::None => Compression::none(),
+        CompressionLevel::BestSpeed => Compression::fast(),
+        CompressionLevel::BestCompression => Compression::best(),
+    }
+}
+
+/// Writes the archive of `root` into `sink` and returns its SHA-1 and size. The caller
+/// still owns the sink: it finishes it on success and aborts it on error.
+pub fn write_archive(
+    root: &Path,
+    rules: &IgnoreRules,
+    settings: ArchiveSettings,
+    sink: &mut SinkHandle,
+    progress: &Progress,
+    cancelled: &AtomicBool,
+) -> anyhow::Result<Written> {
+    let output = ArchiveOutput::new(sink, settings.write_limit, cancelled);
+    let gzip = GzEncoder::new(output, gzip_level(settings.compression));
+    let mut builder = tar::Builder::new(gzip);
+    builder.mode(tar::HeaderMode::Complete);
+    builder.follow_symlinks(false);
+    tree::append_tree(&mut builder, root, rules, progress, cancelled)?;
+    // Close the tar stream (its end blocks) and the gzip stream (its trailer), checking
+    // both: Wings ignores these errors and can report a truncated archive as good.
+    let gzip = builder.into_inner().context("cannot end the tar stream")?;
+    let output = gzip.finish().context("cannot end the gzip stream")?;
+    output.finish().context("cannot store the archive")
+}

@@ -1,0 +1,98 @@
+//! Where the compressed archive goes: a writer that hashes SHA-1 and counts bytes as they
+//! pass (no second read), applies the write limit, and hands the adapter's sink chunks of
+//! about 1 MiB.
+
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use aerie_adapter_api::host::SinkHandle;
+use sha1::{Digest, Sha1};
+
+use super::rate_limit::RateLimiter;
+
+/// The size of the chunks handed to the sink: big enough that crossing the library
+/// boundary costs nothing, small enough that memory stays flat.
+pub const CHUNK_BYTES: usize = 1024 * 1024;
+
+/// The archive's compressed bytes on their way to storage.
+pub struct ArchiveOutput<'a> {
+    sink: &'a mut SinkHandle,
+    chunk: Vec<u8>,
+    sha1: Sha1,
+    size: u64,
+    limiter: Option<RateLimiter>,
+    cancelled: &'a AtomicBool,
+}
+
+/// What went into storage, once the archive is complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// SHA-1 of every byte written, hex.
+    pub sha1: String,
+    /// Bytes written.
+    pub size: u64,
+}
+
+impl<'a> ArchiveOutput<'a> {
+    /// Writes into `sink`, at most `write_limit` bytes per second if set; stops with an
+    /// error once `cancelled` is set.
+    pub fn new(
+        sink: &'a mut SinkHandle,
+        write_limit: Option<u64>,
+        cancelled: &'a AtomicBool,
+    ) -> Self {
+        Self {
+            sink,
+            chunk: Vec::with_capacity(CHUNK_BYTES),
+            sha1: Sha1::new(),
+            size: 0,
+            limiter: write_limit.map(RateLimiter::new),
+            cancelled,
+        }
+    }
+
+    /// Sends what is buffered; then the archive's checksum and size.
+    pub fn finish(mut self) -> io::Result<Written> {
+        self.send_chunk()?;
+        Ok(Written {
+            sha1: hex::encode(self.sha1.finalize()),
+            size: self.size,
+        })
+    }
+
+    fn send_chunk(&mut self) -> io::Result<()> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        if self.cancelled.load(Ordering::Relaxed) {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
+        }
+        if let Some(limiter) = &mut self.limiter {
+            limiter.take(self.chunk.len());
+        }
+        self.sha1.update(&self.chunk);
+        self.size += self.chunk.len() as u64;
+        self.sink
+            .write(&self.chunk)
+            .map_err(|e| io::Error::other(format!("storage: {e}")))?;
+        self.chunk.clear();
+        Ok(())
+    }
+}
+
+impl Write for ArchiveOutput<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let room = CHUNK_BYTES - self.chunk.len();
+        let taken = bytes.len().min(room);
+        self.chunk.extend_from_slice(&bytes[..taken]);
+        if self.chunk.len() == CHUNK_BYTES {
+            self.send_chunk()?;
+        }
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // Chunks go out when full or at `finish`; a flush mid-archive has nothing to force.
+        Ok(())
+    }
+}

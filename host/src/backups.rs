@@ -1,0 +1,383 @@
+//! Backups as jobs: checking a request, reserving its uuid in the registry, running the
+//! archive pipeline on a blocking thread, and recording how it ended. Also what a restart
+//! finds: backups that were running when the daemon stopped are marked failed and their
+//! leftovers removed.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use aerie_adapter_api::host::LoadedAdapter;
+use aerie_adapter_api::{ErrorKind, StoredBackup};
+use anyhow::anyhow;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use crate::archive::{self, ArchiveSettings, IgnoreRules, Progress, Written};
+use crate::plugins::{Adapter, Adapters};
+use crate::registry::{BackupRecord, Registry, ReserveError, State};
+
+/// What the Panel asks for: `POST /api/servers/{server}/backup`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct BackupRequest {
+    /// The name of the adapter to store the backup with.
+    pub adapter: String,
+    /// The backup's uuid, chosen by the Panel.
+    pub uuid: String,
+    /// gitignore-style lines; empty means "use the server's .pteroignore".
+    #[serde(default)]
+    pub ignore: String,
+}
+
+/// Why a backup could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// No such server on this node.
+    #[error("The requested resource does not exist on this instance.")]
+    ServerNotFound,
+    /// The uuid is not a canonical UUID.
+    #[error("The backup identifier must be a valid UUID.")]
+    InvalidUuid,
+    /// The adapter name is not configured.
+    #[error("The backup adapter {0:?} is not configured on this node.")]
+    UnknownAdapter(String),
+    /// The uuid is running or stored already.
+    #[error("A backup with the identifier {0} already exists on this node ({1}).")]
+    Conflict(String, &'static str),
+    /// Something on this side failed.
+    #[error("The backup could not be started: {0}")]
+    Internal(String),
+}
+
+/// A backup's status, as `GET /api/servers/{server}/backup/{uuid}` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupStatus {
+    uuid: String,
+    server: String,
+    adapter: String,
+    state: State,
+    checksum: Option<String>,
+    checksum_type: &'static str,
+    size: Option<u64>,
+    bytes_done: u64,
+    error: Option<String>,
+    started_at: String,
+    finished_at: Option<String>,
+}
+
+/// A backup being made now.
+struct RunningJob {
+    /// How far it has come.
+    progress: Arc<Progress>,
+    /// Set to stop it (at shutdown); the pipeline checks it between entries and chunks.
+    cancelled: Arc<AtomicBool>,
+}
+
+/// All backups of this node: the registry, the running jobs and the way to start one.
+pub struct Backups {
+    /// Where server roots live: `<data>/<server id>`.
+    data_directory: PathBuf,
+    /// How archives are made.
+    settings: ArchiveSettings,
+    /// The durable record.
+    registry: Arc<Registry>,
+    /// The configured adapters.
+    adapters: Arc<Adapters>,
+    /// Jobs running now, by backup uuid.
+    running: Mutex<HashMap<String, RunningJob>>,
+    /// Each job holds a clone; when every clone is gone after shutdown began, all jobs have
+    /// ended (mini-redis' shutdown pattern).
+    jobs_alive: Mutex<Option<mpsc::Sender<()>>>,
+    /// Receives `None` once all jobs have ended.
+    jobs_done: tokio::sync::Mutex<mpsc::Receiver<()>>,
+}
+
+/// A server id as it may appear in a path: letters, digits, `-`, `_`, `.`, not starting with
+/// a dot. Anything else (a `/`, `..`) can never name a server directory.
+pub fn is_safe_server_id(server: &str) -> bool {
+    !server.is_empty()
+        && server.len() <= 128
+        && !server.starts_with('.')
+        && server
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// True for a canonical (lowercase, hyphenated) UUID, the form the Panel sends.
+pub fn is_canonical_uuid(text: &str) -> bool {
+    uuid::Uuid::try_parse(text).is_ok_and(|u| u.hyphenated().to_string() == text)
+}
+
+impl Backups {
+    /// The backups of this node, over `registry` and `adapters`.
+    pub fn new(
+        data_directory: PathBuf,
+        settings: ArchiveSettings,
+        registry: Arc<Registry>,
+        adapters: Arc<Adapters>,
+    ) -> Self {
+        let (alive, done) = mpsc::channel(1);
+        Self {
+            data_directory,
+            settings,
+            registry,
+            adapters,
+            running: Mutex::new(HashMap::new()),
+            jobs_alive: Mutex::new(Some(alive)),
+            jobs_done: tokio::sync::Mutex::new(done),
+        }
+    }
+
+    /// The root directory of `server`, if the id is safe and the directory exists.
+    pub fn server_root(&self, server: &str) -> Option<PathBuf> {
+        if !is_safe_server_id(server) {
+            return None;
+        }
+        let root = self.data_directory.join(server);
+        root.is_dir().then_some(root)
+    }
+
+    /// Checks `request` and starts the backup in the background; returns once it is
+    /// reserved. The server must have been checked with [`Backups::server_root`].
+    pub async fn start(
+        self: &Arc<Self>,
+        server: &str,
+        request: BackupRequest,
+    ) -> Result<(), StartError> {
+        let root = self.server_root(server).ok_or(StartError::ServerNotFound)?;
+        if !is_canonical_uuid(&request.uuid) {
+            return Err(StartError::InvalidUuid);
+        }
+        let adapter = self
+            .adapters
+            .get(&request.adapter)
+            .ok_or_else(|| StartError::UnknownAdapter(request.adapter.clone()))?;
+        let (uuid, owner) = (request.uuid.clone(), server.to_string());
+        let stored = adapter.run(move |a| a.stat(&owner, &uuid)).await;
+        if stored.is_ok() {
+            return Err(StartError::Conflict(request.uuid, "stored"));
+        }
+        let alive = self
+            .jobs_alive
+            .lock()
+            .expect("jobs lock")
+            .clone()
+            .ok_or_else(|| StartError::Internal("the daemon is shutting down".into()))?;
+        match self.registry.reserve(&request.uuid, server, &adapter.name) {
+            Ok(()) => {}
+            Err(ReserveError::Taken(State::Running)) => {
+                return Err(StartError::Conflict(request.uuid, "running"))
+            }
+            Err(ReserveError::Taken(_)) => {
+                return Err(StartError::Conflict(request.uuid, "stored"))
+            }
+            Err(ReserveError::Database(e)) => return Err(StartError::Internal(e)),
+        }
+        let job = RunningJob {
+            progress: Arc::new(Progress::default()),
+            cancelled: Arc::new(AtomicBool::new(false)),
+        };
+        let (progress, cancelled) = (job.progress.clone(), job.cancelled.clone());
+        self.running
+            .lock()
+            .expect("jobs lock")
+            .insert(request.uuid.clone(), job);
+        let span = tracing::info_span!("backup", backup = %request.uuid, server = %server);
+        let this = self.clone();
+        let server = server.to_string();
+        tokio::spawn(
+            async move {
+                this.run(server, root, request, adapter, progress, cancelled)
+                    .await;
+                drop(alive);
+            }
+            .instrument(span),
+        );
+        Ok(())
+    }
+
+    async fn run(
+        &self,
+        server: String,
+        root: PathBuf,
+        request: BackupRequest,
+        adapter: Arc<Adapter>,
+        progress: Arc<Progress>,
+        cancelled: Arc<AtomicBool>,
+    ) {
+        tracing::info!(adapter = %adapter.name, root = %root.display(), "backup started");
+        let started = Instant::now();
+        let settings = self.settings;
+        let uuid = request.uuid.clone();
+        let job_progress = progress.clone();
+        let outcome = adapter
+            .run(move |a| {
+                make_backup(
+                    a,
+                    &server,
+                    &request,
+                    &root,
+                    settings,
+                    &job_progress,
+                    &cancelled,
+                )
+            })
+            .await;
+        let bytes_done = progress.bytes_done.load(Ordering::Relaxed);
+        let recorded = match &outcome {
+            Ok((written, stored)) => {
+                tracing::info!(
+                    checksum = %written.sha1,
+                    size = written.size,
+                    key = %stored.key,
+                    bytes_done,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "backup completed"
+                );
+                self.registry
+                    .complete(&uuid, &written.sha1, written.size, bytes_done)
+            }
+            Err(err) => {
+                let reason = format!("{err:#}");
+                tracing::error!(reason = %reason, "backup failed");
+                self.registry.fail(&uuid, &reason, bytes_done)
+            }
+        };
+        if let Err(err) = recorded {
+            tracing::error!("cannot record how the backup ended: {err:#}");
+        }
+        self.running.lock().expect("jobs lock").remove(&uuid);
+    }
+
+    /// The status of backup `uuid` of `server`, if known.
+    pub fn status(&self, server: &str, uuid: &str) -> anyhow::Result<Option<BackupStatus>> {
+        Ok(self
+            .registry
+            .get(uuid)?
+            .filter(|record| record.server == server)
+            .map(|record| self.describe(record)))
+    }
+
+    /// The known backups of `server`, newest first.
+    pub fn list(&self, server: &str) -> anyhow::Result<Vec<BackupStatus>> {
+        Ok(self
+            .registry
+            .list(server)?
+            .into_iter()
+            .map(|record| self.describe(record))
+            .collect())
+    }
+
+    fn describe(&self, record: BackupRecord) -> BackupStatus {
+        let live_bytes = (record.state == State::Running)
+            .then(|| {
+                let running = self.running.lock().expect("jobs lock");
+                running
+                    .get(&record.uuid)
+                    .map(|job| job.progress.bytes_done.load(Ordering::Relaxed))
+            })
+            .flatten();
+        BackupStatus {
+            bytes_done: live_bytes.unwrap_or(record.bytes_done),
+            uuid: record.uuid,
+            server: record.server,
+            adapter: record.adapter,
+            state: record.state,
+            checksum: record.checksum,
+            checksum_type: "sha1",
+            size: record.size,
+            error: record.error,
+            started_at: record.started_at,
+            finished_at: record.finished_at,
+        }
+    }
+
+    /// At start-up: backups the registry still shows as running were cut off by a stop;
+    /// mark them failed and have their adapters remove what they left.
+    pub async fn recover_interrupted(&self) -> anyhow::Result<()> {
+        for record in self.registry.running()? {
+            let span =
+                tracing::info_span!("backup", backup = %record.uuid, server = %record.server);
+            async {
+                tracing::warn!(
+                    "the daemon stopped while this backup was running; marking it failed"
+                );
+                self.registry.fail(
+                    &record.uuid,
+                    "the daemon stopped while the backup was running",
+                    record.bytes_done,
+                )?;
+                match self.adapters.get(&record.adapter) {
+                    Some(adapter) => {
+                        let (server, uuid) = (record.server.clone(), record.uuid.clone());
+                        if let Err(err) = adapter
+                            .run(move |a| a.discard_incomplete(&server, &uuid))
+                            .await
+                        {
+                            tracing::warn!(
+                                "cannot remove the unfinished backup's leftovers: {err}"
+                            );
+                        }
+                    }
+                    None => tracing::warn!(
+                        adapter = %record.adapter,
+                        "its adapter is no longer configured; leftovers were not removed"
+                    ),
+                }
+                anyhow::Ok(())
+            }
+            .instrument(span)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Stops every running backup (each aborts its sink and is recorded as failed) and waits
+    /// for them to end; new backups are refused from now on.
+    pub async fn shut_down(&self) {
+        self.jobs_alive.lock().expect("jobs lock").take();
+        for job in self.running.lock().expect("jobs lock").values() {
+            job.cancelled.store(true, Ordering::Relaxed);
+        }
+        let _ = self.jobs_done.lock().await.recv().await;
+    }
+}
+
+/// The whole backup on a blocking thread: open the sink, stream the archive into it, then
+/// finish it, or abort it on any error so nothing partial is left.
+fn make_backup(
+    adapter: &LoadedAdapter,
+    server: &str,
+    request: &BackupRequest,
+    root: &std::path::Path,
+    settings: ArchiveSettings,
+    progress: &Progress,
+    cancelled: &AtomicBool,
+) -> anyhow::Result<(Written, StoredBackup)> {
+    let rules = IgnoreRules::for_backup(root, &request.ignore);
+    let mut sink = adapter
+        .begin_backup(server, &request.uuid)
+        .map_err(|e| anyhow!("storage could not start the backup: {e}"))?;
+    let written =
+        match archive::write_archive(root, &rules, settings, &mut sink, progress, cancelled) {
+            Ok(written) => written,
+            Err(err) => {
+                if let Err(abort_err) = sink.abort() {
+                    tracing::warn!("the storage could not discard the partial backup: {abort_err}");
+                }
+                return Err(err);
+            }
+        };
+    let stored = sink.finish(&written.sha1, written.size).map_err(|e| {
+        let hint = if e.kind == ErrorKind::STORAGE_FULL {
+            " (the storage is full)"
+        } else {
+            ""
+        };
+        anyhow!("storage could not complete the backup{hint}: {e}")
+    })?;
+    Ok((written, stored))
+}

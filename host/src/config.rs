@@ -1,0 +1,292 @@
+//! The daemon's configuration: Wings' own `config.yml` keys (so an existing Wings config
+//! works as it is) plus the few aerie adds, or an embedded default for a first run.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// Where the embedded default keeps everything, relative to the working directory.
+pub const DEFAULT_DATA_FOLDER: &str = "aerie-data";
+
+/// The whole configuration, as read from `config.yml` or built by [`Config::embedded`].
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    /// Where the HTTP API listens.
+    #[serde(default)]
+    pub api: Api,
+    /// The node's token id; with `token`, how aerie authenticates to the Panel.
+    #[serde(default)]
+    pub token_id: String,
+    /// The node token: the bearer token the Panel sends, and the key of download JWTs.
+    pub token: String,
+    /// The Panel's base URL, for status callbacks; unset means no callbacks.
+    #[serde(default)]
+    pub remote: Option<String>,
+    /// Directories and backup settings.
+    #[serde(default)]
+    pub system: System,
+    /// The plugins file: which adapter libraries to load, under which names. Unset means the
+    /// bundled `wings` adapter from the folder of the `aerie` binary.
+    #[serde(default)]
+    pub plugins: Option<PathBuf>,
+    /// Wings' keys that aerie reads without using; accepted so Wings configs load.
+    #[serde(skip)]
+    pub ignored_keys: Vec<String>,
+}
+
+/// `api.*`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Api {
+    /// The address to bind (`0.0.0.0` in Wings).
+    #[serde(default = "default_api_host")]
+    pub host: String,
+    /// The port to bind; 0 picks a free one (printed at start).
+    #[serde(default = "default_api_port")]
+    pub port: u16,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Self {
+            host: default_api_host(),
+            port: default_api_port(),
+        }
+    }
+}
+
+fn default_api_host() -> String {
+    "0.0.0.0".into()
+}
+
+/// Wings' default port.
+fn default_api_port() -> u16 {
+    8080
+}
+
+/// `system.*`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct System {
+    /// aerie's own state (the backup registry); Wings' `root_directory`.
+    #[serde(default = "default_root_directory")]
+    pub root_directory: PathBuf,
+    /// The folder that holds each server's files, at `<data>/<server id>`.
+    #[serde(default = "default_data")]
+    pub data: PathBuf,
+    /// Where the `wings` adapter keeps archives unless its own config says otherwise.
+    #[serde(default = "default_backup_directory")]
+    pub backup_directory: PathBuf,
+    /// Older Wings spelling of `backups.write_limit`.
+    #[serde(default)]
+    pub backup_write_limit: Option<u64>,
+    /// `system.backups.*`.
+    #[serde(default)]
+    pub backups: Backups,
+}
+
+impl Default for System {
+    fn default() -> Self {
+        Self {
+            root_directory: default_root_directory(),
+            data: default_data(),
+            backup_directory: default_backup_directory(),
+            backup_write_limit: None,
+            backups: Backups::default(),
+        }
+    }
+}
+
+fn default_root_directory() -> PathBuf {
+    "/var/lib/pterodactyl".into()
+}
+
+fn default_data() -> PathBuf {
+    "/var/lib/pterodactyl/volumes".into()
+}
+
+fn default_backup_directory() -> PathBuf {
+    "/var/lib/pterodactyl/backups".into()
+}
+
+/// `system.backups.*`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Backups {
+    /// Compressed bytes per second, in MiB; 0 or unset means unlimited.
+    #[serde(default)]
+    pub write_limit: Option<u64>,
+    /// How hard to compress.
+    #[serde(default)]
+    pub compression_level: CompressionLevel,
+}
+
+/// Wings' three compression settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompressionLevel {
+    /// Stored, not compressed (gzip level 0).
+    None,
+    /// Fast (gzip level 1), Wings' default.
+    #[default]
+    BestSpeed,
+    /// Small (gzip level 9).
+    BestCompression,
+}
+
+impl Config {
+    /// Reads and checks `path`. Unknown keys are collected in `ignored_keys`; a bad value
+    /// for a known key is an error naming the key.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut config =
+            Self::parse(&text).with_context(|| format!("invalid config {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(plugins) = &config.plugins {
+            config.plugins = Some(base.join(plugins));
+        }
+        Ok(config)
+    }
+
+    /// Parses YAML text into a checked config.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let mut ignored = BTreeSet::new();
+        let deserializer = serde_yaml::Deserializer::from_str(text);
+        let mut record_ignored = |path: serde_ignored::Path<'_>| {
+            ignored.insert(path.to_string());
+        };
+        let deserializer = serde_ignored::Deserializer::new(deserializer, &mut record_ignored);
+        let mut config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            anyhow::anyhow!("{path}: {}", e.into_inner())
+        })?;
+        config.ignored_keys = ignored.into_iter().collect();
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.token.trim().is_empty() {
+            bail!("token: must not be empty (it is the bearer token the Panel sends)");
+        }
+        if let Some(remote) = &self.remote {
+            if !(remote.starts_with("http://") || remote.starts_with("https://")) {
+                bail!("remote: {remote:?} is not an http:// or https:// URL");
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration of a first run without a config file: everything under
+    /// `./aerie-data/`, listening on 127.0.0.1:8080, with a token generated once and kept in
+    /// `./aerie-data/token`.
+    pub fn embedded() -> anyhow::Result<Self> {
+        let base = PathBuf::from(DEFAULT_DATA_FOLDER);
+        fs::create_dir_all(&base).with_context(|| format!("cannot create {}", base.display()))?;
+        let token = load_or_create_token(&base.join("token"))?;
+        Ok(Self {
+            api: Api {
+                host: "127.0.0.1".into(),
+                port: default_api_port(),
+            },
+            token_id: "aerie".into(),
+            token,
+            remote: None,
+            system: System {
+                root_directory: base.clone(),
+                data: base.join("volumes"),
+                backup_directory: base.join("backups"),
+                ..System::default()
+            },
+            plugins: None,
+            ignored_keys: Vec::new(),
+        })
+    }
+
+    /// The write limit in bytes per second, if any (`backups.write_limit` wins over the older
+    /// `backup_write_limit`).
+    pub fn write_limit_bytes(&self) -> Option<u64> {
+        self.system
+            .backups
+            .write_limit
+            .or(self.system.backup_write_limit)
+            .filter(|&mib| mib > 0)
+            .map(|mib| mib * 1024 * 1024)
+    }
+}
+
+/// Reads the token kept in `path`, or makes a random one and keeps it there (mode 0600).
+fn load_or_create_token(path: &Path) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Ok(token) = fs::read_to_string(path) {
+        let token = token.trim().to_string();
+        if !token.is_empty() {
+            return Ok(token);
+        }
+    }
+    let token: String = {
+        use rand::distr::{Alphanumeric, SampleString};
+        Alphanumeric.sample_string(&mut rand::rng(), 48)
+    };
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(file, "{token}").with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wings_config_loads_and_its_unused_keys_are_reported() {
+        let config = Config::parse(
+            "debug: false\nuuid: abc\ntoken_id: id1\ntoken: secret\n\
+             api:\n  host: 127.0.0.1\n  port: 9090\n  ssl:\n    enabled: false\n\
+             system:\n  data: /srv/volumes\n  sftp:\n    bind_port: 2022\n\
+             \x20 backups:\n    write_limit: 5\n    compression_level: best_compression\n",
+        )
+        .unwrap();
+        assert_eq!(config.api.port, 9090);
+        assert_eq!(config.system.data, PathBuf::from("/srv/volumes"));
+        assert_eq!(
+            config.system.backups.compression_level,
+            CompressionLevel::BestCompression
+        );
+        assert_eq!(config.write_limit_bytes(), Some(5 * 1024 * 1024));
+        assert_eq!(
+            config.ignored_keys,
+            vec!["api.ssl", "debug", "system.sftp", "uuid"]
+        );
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let err = Config::parse("token: x\nsystem:\n  backups:\n    compression_level: fast\n")
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("system.backups.compression_level:"),
+            "{err}"
+        );
+        let err = Config::parse("token: x\napi:\n  port: http\n").unwrap_err();
+        assert!(err.to_string().starts_with("api.port:"), "{err}");
+        let err = Config::parse("token: ''\n").unwrap_err();
+        assert!(err.to_string().starts_with("token:"), "{err}");
+    }
+
+    #[test]
+    fn the_older_write_limit_key_is_read() {
+        let config = Config::parse("token: x\nsystem:\n  backup_write_limit: 2\n").unwrap();
+        assert_eq!(config.write_limit_bytes(), Some(2 * 1024 * 1024));
+        let config = Config::parse("token: x\n").unwrap();
+        assert_eq!(config.write_limit_bytes(), None);
+    }
+}

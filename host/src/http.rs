@@ -1,0 +1,198 @@
+//! The HTTP API the Panel drives, in Wings' shapes: bearer-token auth, `{"error": "..."}`
+//! bodies, an `X-Request-Id` on every response.
+
+use std::sync::Arc;
+
+use axum::{
+    body::Bytes,
+    extract::{Path, Request, State},
+    http::{header, HeaderValue, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use subtle::ConstantTimeEq;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::backups::{BackupRequest, Backups, StartError};
+
+/// What every handler shares.
+pub struct AppState {
+    /// The node token the Panel authenticates with.
+    pub token: String,
+    /// The backups of this node.
+    pub backups: Arc<Backups>,
+}
+
+/// An error answer: a status and Wings' `{"error": "..."}` body.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn server_not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "The requested resource does not exist on this instance.",
+        )
+    }
+
+    fn internal(err: impl std::fmt::Display) -> Self {
+        tracing::error!("request failed: {err}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "An unexpected error was encountered while processing this request",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(serde_json::json!({ "error": self.message }));
+        let mut response = (self.status, body).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<StartError> for ApiError {
+    fn from(err: StartError) -> Self {
+        let status = match err {
+            StartError::ServerNotFound => StatusCode::NOT_FOUND,
+            StartError::InvalidUuid | StartError::UnknownAdapter(_) => StatusCode::BAD_REQUEST,
+            StartError::Conflict(..) => StatusCode::CONFLICT,
+            StartError::Internal(_) => return ApiError::internal(err),
+        };
+        ApiError::new(status, err.to_string())
+    }
+}
+
+/// Every route, with auth, request ids and request tracing.
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/api/servers/{server}/backup", post(create_backup))
+        .route("/api/servers/{server}/backup/{uuid}", get(backup_status))
+        .route("/api/servers/{server}/backups", get(list_backups))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    api.fallback(|| async {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "The requested resource does not exist on this instance.",
+        )
+    })
+    .method_not_allowed_fallback(|| async {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "This method is not allowed on this endpoint.",
+        )
+    })
+    .with_state(state)
+    .layer(PropagateRequestIdLayer::x_request_id())
+    .layer(TraceLayer::new_for_http())
+    .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// `Authorization: Bearer <token>`, compared in constant time: 401 when absent or malformed,
+/// 403 when wrong (Wings' answers, word for word).
+async fn require_token(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, token)| *scheme == "Bearer" && !token.contains(' '))
+        .map(|(_, token)| token.to_string());
+    let Some(presented) = presented else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "The required authorization heads were not present in the request.",
+        ));
+    };
+    if !bool::from(presented.as_bytes().ct_eq(state.token.as_bytes())) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "You are not authorized to access this endpoint.",
+        ));
+    }
+    Ok(next.run(request).await)
+}
+
+/// `POST /api/servers/{server}/backup`: 202 once the backup is reserved; it runs in the
+/// background.
+async fn create_backup(
+    State(state): State<Arc<AppState>>,
+    Path(server): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    if state.backups.server_root(&server).is_none() {
+        return Err(ApiError::server_not_found());
+    }
+    let request: BackupRequest = parse_json(&body)?;
+    state.backups.start(&server, request).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// `GET /api/servers/{server}/backup/{uuid}`: one backup's status (an aerie addition).
+async fn backup_status(
+    State(state): State<Arc<AppState>>,
+    Path((server, uuid)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    match state.backups.status(&server, &uuid) {
+        Ok(Some(status)) => Ok(Json(status).into_response()),
+        Ok(None) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "The requested backup was not found on this server.",
+        )),
+        Err(err) => Err(ApiError::internal(format!("{err:#}"))),
+    }
+}
+
+/// `GET /api/servers/{server}/backups`: the server's known backups, newest first.
+async fn list_backups(
+    State(state): State<Arc<AppState>>,
+    Path(server): Path<String>,
+) -> Result<Response, ApiError> {
+    if state.backups.server_root(&server).is_none() {
+        return Err(ApiError::server_not_found());
+    }
+    let list = state
+        .backups
+        .list(&server)
+        .map_err(|err| ApiError::internal(format!("{err:#}")))?;
+    Ok(Json(list).into_response())
+}
+
+/// Parses a JSON body, whatever its `Content-Type`, into a 400 that says what is wrong.
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "The data passed in the request was not in a parsable format. Please try again.",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("The data passed in the request was not in a parsable format: {e}"),
+        )
+    })
+}

@@ -1,0 +1,276 @@
+//! The durable record of backups: one SQLite database in `system.root_directory`, so that a
+//! duplicate uuid is refused and a backup's status can be read across restarts.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use anyhow::Context;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+
+/// The database file's name inside `system.root_directory`.
+pub const DATABASE_FILE: &str = "aerie.sqlite3";
+
+/// Where a backup is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Being made now.
+    Running,
+    /// Stored whole.
+    Completed,
+    /// Ended without a stored archive.
+    Failed,
+}
+
+impl State {
+    fn parse(text: &str) -> Self {
+        match text {
+            "running" => State::Running,
+            "completed" => State::Completed,
+            _ => State::Failed,
+        }
+    }
+}
+
+/// One backup as the registry knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupRecord {
+    /// The backup's uuid.
+    pub uuid: String,
+    /// Its server.
+    pub server: String,
+    /// The name of the adapter that stores it.
+    pub adapter: String,
+    /// Where it is in its life.
+    pub state: State,
+    /// SHA-1 of the archive (hex), once completed.
+    pub checksum: Option<String>,
+    /// Archive size in bytes, once completed.
+    pub size: Option<u64>,
+    /// Bytes of the server's files archived, when it ended.
+    pub bytes_done: u64,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// RFC 3339 time it started.
+    pub started_at: String,
+    /// RFC 3339 time it ended.
+    pub finished_at: Option<String>,
+}
+
+/// Why a uuid could not be reserved.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReserveError {
+    /// A backup with this uuid is running or stored.
+    Taken(State),
+    /// The database failed.
+    Database(String),
+}
+
+/// The registry; cheap to share behind an `Arc`. Calls are short and synchronous.
+pub struct Registry {
+    connection: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS backups (
+    uuid        TEXT PRIMARY KEY,
+    server      TEXT NOT NULL,
+    adapter     TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    checksum    TEXT,
+    size        INTEGER,
+    bytes_done  INTEGER NOT NULL DEFAULT 0,
+    error       TEXT,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT
+);
+CREATE INDEX IF NOT EXISTS backups_by_server ON backups (server, started_at);
+";
+
+const COLUMNS: &str =
+    "uuid, server, adapter, state, checksum, size, bytes_done, error, started_at, finished_at";
+
+fn record(row: &Row<'_>) -> rusqlite::Result<BackupRecord> {
+    Ok(BackupRecord {
+        uuid: row.get(0)?,
+        server: row.get(1)?,
+        adapter: row.get(2)?,
+        state: State::parse(&row.get::<_, String>(3)?),
+        checksum: row.get(4)?,
+        size: row.get::<_, Option<i64>>(5)?.map(|s| s as u64),
+        bytes_done: row.get::<_, i64>(6)? as u64,
+        error: row.get(7)?,
+        started_at: row.get(8)?,
+        finished_at: row.get(9)?,
+    })
+}
+
+/// The current time as RFC 3339 UTC.
+pub fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("the current time formats")
+}
+
+impl Registry {
+    /// Opens (creating if needed) the registry in `root_directory`.
+    pub fn open(root_directory: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(root_directory)
+            .with_context(|| format!("cannot create {}", root_directory.display()))?;
+        let path = root_directory.join(DATABASE_FILE);
+        let connection = Connection::open(&path)
+            .with_context(|| format!("cannot open the registry {}", path.display()))?;
+        connection
+            .pragma_update(None, "journal_mode", "WAL")
+            .and_then(|_| connection.pragma_update(None, "synchronous", "FULL"))
+            .and_then(|_| connection.execute_batch(SCHEMA))
+            .with_context(|| format!("cannot set up the registry {}", path.display()))?;
+        Ok(Self {
+            connection: Mutex::new(connection),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> anyhow::Result<T> {
+        let connection = self.connection.lock().expect("registry lock");
+        f(&connection).context("registry query failed")
+    }
+
+    /// Records a new running backup, unless the uuid is running or completed already; a
+    /// failed backup's uuid may be used again.
+    pub fn reserve(&self, uuid: &str, server: &str, adapter: &str) -> Result<(), ReserveError> {
+        let connection = self.connection.lock().expect("registry lock");
+        let existing: Option<String> = connection
+            .query_row("SELECT state FROM backups WHERE uuid = ?1", [uuid], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| ReserveError::Database(e.to_string()))?;
+        if let Some(state) = existing.map(|s| State::parse(&s)) {
+            if state != State::Failed {
+                return Err(ReserveError::Taken(state));
+            }
+        }
+        connection
+            .execute(
+                "INSERT OR REPLACE INTO backups (uuid, server, adapter, state, started_at)
+                 VALUES (?1, ?2, ?3, 'running', ?4)",
+                params![uuid, server, adapter, now()],
+            )
+            .map_err(|e| ReserveError::Database(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Marks a backup completed.
+    pub fn complete(
+        &self,
+        uuid: &str,
+        checksum: &str,
+        size: u64,
+        bytes_done: u64,
+    ) -> anyhow::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE backups SET state = 'completed', checksum = ?2, size = ?3,
+                 bytes_done = ?4, error = NULL, finished_at = ?5 WHERE uuid = ?1",
+                params![uuid, checksum, size as i64, bytes_done as i64, now()],
+            )
+        })
+        .map(drop)
+    }
+
+    /// Marks a backup failed, with the reason.
+    pub fn fail(&self, uuid: &str, error: &str, bytes_done: u64) -> anyhow::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE backups SET state = 'failed', error = ?2, bytes_done = ?3,
+                 finished_at = ?4 WHERE uuid = ?1",
+                params![uuid, error, bytes_done as i64, now()],
+            )
+        })
+        .map(drop)
+    }
+
+    /// The backup with this uuid.
+    pub fn get(&self, uuid: &str) -> anyhow::Result<Option<BackupRecord>> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT {COLUMNS} FROM backups WHERE uuid = ?1"),
+                [uuid],
+                record,
+            )
+            .optional()
+        })
+    }
+
+    /// The backups of `server`, newest first.
+    pub fn list(&self, server: &str) -> anyhow::Result<Vec<BackupRecord>> {
+        self.with(|c| {
+            let mut statement = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM backups WHERE server = ?1
+                 ORDER BY started_at DESC, rowid DESC"
+            ))?;
+            let rows = statement.query_map([server], record)?;
+            rows.collect()
+        })
+    }
+
+    /// Backups recorded as running: at start-up, the ones a previous run left unfinished.
+    pub fn running(&self) -> anyhow::Result<Vec<BackupRecord>> {
+        self.with(|c| {
+            let mut statement = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM backups WHERE state = 'running'"
+            ))?;
+            let rows = statement.query_map([], record)?;
+            rows.collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_uuid_is_taken_while_running_or_completed_and_free_again_after_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        registry.reserve("b1", "s1", "wings").unwrap();
+        assert_eq!(
+            registry.reserve("b1", "s1", "wings"),
+            Err(ReserveError::Taken(State::Running))
+        );
+        registry.fail("b1", "disk on fire", 10).unwrap();
+        registry.reserve("b1", "s1", "wings").unwrap();
+        registry.complete("b1", "abc", 42, 100).unwrap();
+        assert_eq!(
+            registry.reserve("b1", "s2", "wings"),
+            Err(ReserveError::Taken(State::Completed))
+        );
+        let record = registry.get("b1").unwrap().unwrap();
+        assert_eq!(record.state, State::Completed);
+        assert_eq!(record.checksum.as_deref(), Some("abc"));
+        assert_eq!(record.size, Some(42));
+        assert_eq!(record.error, None);
+    }
+
+    #[test]
+    fn records_survive_reopening_and_list_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let registry = Registry::open(dir.path()).unwrap();
+            registry.reserve("old", "s1", "wings").unwrap();
+            registry.reserve("new", "s1", "wings").unwrap();
+            registry.reserve("other", "s2", "wings").unwrap();
+        }
+        let registry = Registry::open(dir.path()).unwrap();
+        let listed: Vec<String> = registry
+            .list("s1")
+            .unwrap()
+            .into_iter()
+            .map(|r| r.uuid)
+            .collect();
+        assert_eq!(listed, vec!["new", "old"]);
+        assert_eq!(registry.running().unwrap().len(), 3);
+    }
+}
