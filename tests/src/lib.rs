@@ -1,1 +1,349 @@
+//! The end-to-end harness: a node (data, backup and state folders in a temporary
+//! directory), the real `aerie` binary spawned on it with a config file, and a small HTTP
+//! client that speaks to it as the Panel does.
+//!
+//! `cargo test` does not build cdylibs or other packages' binaries: run `cargo build
+//! --workspace` first (the README's test command does). Everything is found beside the
+//! test executable, in the same target folder.
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long a test waits for a backup to end before it calls the daemon hung.
+pub const HANG_GUARD: Duration = Duration::from_secs(300);
+
+/// The target folder this test runs from (`target/debug`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let deps = exe.parent().expect("deps folder");
+    deps.parent().expect("target folder").to_path_buf()
+}
+
+/// The path of a built artifact in the target folder, which must exist.
+pub fn artifact(name: &str) -> PathBuf {
+    let path = target_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` before `cargo test`",
+        path.display()
+    );
+    path
+}
+
+/// The built `aerie` binary.
+pub fn aerie_binary() -> PathBuf {
+    artifact("aerie")
+}
+
+/// The built `wings` adapter.
+pub fn wings_library() -> PathBuf {
+    artifact("libaerie_adapter_wings.so")
+}
+
+/// The built fixture adapter (fails or panics on request).
+pub fn fixture_library() -> PathBuf {
+    artifact("libaerie_fixture_adapter.so")
+}
+
+/// A node's folders and config, in a temporary directory that outlives daemon restarts.
+pub struct Node {
+    /// Holds everything; removed when the node is dropped.
+    pub dir: tempfile::TempDir,
+    /// The node token.
+    pub token: String,
+    /// Extra YAML appended to the config (top-level keys).
+    pub extra_config: String,
+    /// Extra YAML lines inside `system:` (indented by two spaces).
+    pub system_extra: String,
+    /// The plugins file's content; `None` means no plugins file (bundled `wings`).
+    pub plugins: Option<String>,
+}
+
+impl Node {
+    /// A node with the bundled `wings` adapter and no extra config.
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+            token: "test-node-token-0123456789".into(),
+            extra_config: String::new(),
+            system_extra: String::new(),
+            plugins: None,
+        }
+    }
+
+    /// `system.data`: server roots live here.
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("volumes")
+    }
+
+    /// `system.backup_directory`.
+    pub fn backup_dir(&self) -> PathBuf {
+        self.dir.path().join("backups")
+    }
+
+    /// Creates the root of server `id` and returns it.
+    pub fn server(&self, id: &str) -> PathBuf {
+        let root = self.data().join(id);
+        std::fs::create_dir_all(&root).expect("server root");
+        root
+    }
+
+    /// Writes the config (and plugins file) and returns the config's path.
+    pub fn write_config(&self) -> PathBuf {
+        let root = self.dir.path();
+        let mut config = format!(
+            "token_id: test\ntoken: {token}\napi:\n  host: 127.0.0.1\n  port: 0\n\
+             system:\n  root_directory: {root}/state\n  data: {data}\n  backup_directory: {backups}\n",
+            token = self.token,
+            root = root.display(),
+            data = self.data().display(),
+            backups = self.backup_dir().display(),
+        );
+        config.push_str(&self.system_extra);
+        if let Some(plugins) = &self.plugins {
+            let path = root.join("plugins.yml");
+            std::fs::write(&path, plugins).expect("plugins file");
+            config.push_str(&format!("plugins: {}\n", path.display()));
+        }
+        config.push_str(&self.extra_config);
+        let path = root.join("config.yml");
+        std::fs::write(&path, config).expect("config file");
+        path
+    }
+
+    /// Starts the daemon on this node and waits until it listens.
+    pub fn start(&self) -> Daemon {
+        let config = self.write_config();
+        let mut child = Command::new(aerie_binary())
+            .arg("--config")
+            .arg(&config)
+            .env("AERIE_ADAPTER_DIR", target_dir())
+            .env("AERIE_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn aerie");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let stderr = child.stderr.take().expect("stderr");
+        let log = self.dir.path().join("aerie.log");
+        // Keep the daemon's log in the node folder, to print when a test fails.
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        std::thread::spawn(move || {
+            let mut stderr = stderr;
+            let mut log_file = log_file;
+            let _ = std::io::copy(&mut stderr, &mut log_file);
+        });
+        let mut address = None;
+        for line in stdout.lines() {
+            let line = line.expect("daemon stdout");
+            if let Some(rest) = line.strip_prefix("aerie listening on ") {
+                address = Some(rest.to_string());
+                break;
+            }
+        }
+        let Some(base) = address else {
+            let status = child.wait().expect("wait");
+            panic!(
+                "aerie exited ({status}) before listening:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        };
+        Daemon {
+            child,
+            base,
+            token: self.token.clone(),
+            log,
+            client: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    /// Runs the daemon with this node's config expecting it to refuse to start; returns
+    /// its exit code and everything it printed.
+    pub fn start_expecting_failure(&self) -> (i32, String) {
+        let config = self.write_config();
+        let output = Command::new(aerie_binary())
+            .arg("--config")
+            .arg(&config)
+            .env("AERIE_ADAPTER_DIR", target_dir())
+            .output()
+            .expect("run aerie");
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.code().unwrap_or(-1), printed)
+    }
+}
+
+impl Default for Node {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A running `aerie` process; killed when dropped.
+pub struct Daemon {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    token: String,
+    log: PathBuf,
+    /// The client used for requests.
+    pub client: reqwest::blocking::Client,
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    /// The status code.
+    pub status: u16,
+    /// Response headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// The body as JSON (`Value::Null` if empty or not JSON).
+    pub json: Value,
+}
+
+impl Reply {
+    fn read(response: reqwest::blocking::Response) -> Self {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().unwrap_or_default();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Self {
+            status,
+            headers,
+            json,
+        }
+    }
+
+    /// The `error` field of a Wings-shaped error body.
+    pub fn error(&self) -> &str {
+        self.json["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not a {{\"error\": ...}} body: {:?}", self.json))
+    }
+}
+
+impl Daemon {
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A request with the node token.
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::blocking::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+    }
+
+    /// Sends `request` and reads the reply.
+    pub fn send(&self, request: reqwest::blocking::RequestBuilder) -> Reply {
+        Reply::read(request.send().expect("request"))
+    }
+
+    /// `POST /api/servers/{server}/backup` with a JSON body, as the Panel sends it.
+    pub fn post_backup(&self, server: &str, body: &Value) -> Reply {
+        self.send(
+            self.request(
+                reqwest::Method::POST,
+                &format!("/api/servers/{server}/backup"),
+            )
+            .header("Accept", "application/json")
+            .json(body),
+        )
+    }
+
+    /// Starts a backup of `server` with `adapter` and asserts the 202.
+    pub fn start_backup(&self, server: &str, adapter: &str, uuid: &str, ignore: &str) {
+        let reply = self.post_backup(
+            server,
+            &serde_json::json!({"adapter": adapter, "uuid": uuid, "ignore": ignore}),
+        );
+        assert_eq!(reply.status, 202, "{reply:?}\n{}", self.log());
+    }
+
+    /// `GET /api/servers/{server}/backup/{uuid}`.
+    pub fn status(&self, server: &str, uuid: &str) -> Reply {
+        self.send(self.request(
+            reqwest::Method::GET,
+            &format!("/api/servers/{server}/backup/{uuid}"),
+        ))
+    }
+
+    /// Polls the status until the backup is no longer running, and returns it.
+    pub fn wait_for_end(&self, server: &str, uuid: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let reply = self.status(server, uuid);
+            assert_eq!(reply.status, 200, "{reply:?}");
+            if reply.json["state"] != "running" {
+                return reply.json;
+            }
+            assert!(
+                start.elapsed() < HANG_GUARD,
+                "backup {uuid} still running after {HANG_GUARD:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Sends SIGKILL: a crash, with no chance to clean up.
+    pub fn crash(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns the exit code.
+    pub fn stop(mut self) -> Option<i32> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fresh canonical uuid.
+pub fn new_uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Runs a command and returns its stdout; panics with its stderr when it fails.
+pub fn run(program: &str, args: &[&str], dir: &Path) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 output")
+}

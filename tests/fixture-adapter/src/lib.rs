@@ -1,0 +1,149 @@
+//! An adapter for aerie's end-to-end tests, loaded through the real ABI like any other: it
+//! stores archives as `<backup>.tar.gz` in a directory, and on request fails or panics after
+//! a number of bytes, so tests can watch the daemon clean up. Every `abort` leaves a
+//! `<backup>.aborted` marker, so a test can tell the sink was aborted rather than dropped.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::PathBuf;
+
+use aerie_adapter_api::{
+    parse_config, Adapter, AdapterError, BackupInfo, ErrorKind, HostContext, Sink, Source,
+    StoredBackup,
+};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// Where archives and markers go.
+    directory: PathBuf,
+    /// Fail a write once this many bytes were written.
+    #[serde(default)]
+    fail_after_bytes: Option<u64>,
+    /// Panic (instead of failing) at that point.
+    #[serde(default)]
+    panic: bool,
+}
+
+/// The fixture adapter.
+pub struct FixtureAdapter {
+    directory: PathBuf,
+    fail_after_bytes: Option<u64>,
+    panic: bool,
+}
+
+/// A backup being written to `<backup>.partial`.
+pub struct FixtureSink {
+    file: File,
+    written: u64,
+    directory: PathBuf,
+    backup: String,
+    fail_after_bytes: Option<u64>,
+    panic: bool,
+}
+
+/// Never used: the fixture is only ever written to.
+pub struct NoSource;
+
+impl Adapter for FixtureAdapter {
+    const KIND: &'static str = "fixture";
+    type Sink = FixtureSink;
+    type Source = NoSource;
+
+    fn new(config: serde_json::Value, _host: &HostContext) -> Result<Self, AdapterError> {
+        let config: Config = parse_config(config)?;
+        fs::create_dir_all(&config.directory)
+            .map_err(|e| AdapterError::io(config.directory.display(), &e))?;
+        tracing::info!(directory = %config.directory.display(), "fixture adapter ready");
+        Ok(Self {
+            directory: config.directory,
+            fail_after_bytes: config.fail_after_bytes,
+            panic: config.panic,
+        })
+    }
+
+    fn begin_backup(&self, _server: &str, backup: &str) -> Result<FixtureSink, AdapterError> {
+        let path = self.directory.join(format!("{backup}.partial"));
+        let file = File::create(&path).map_err(|e| AdapterError::io(path.display(), &e))?;
+        Ok(FixtureSink {
+            file,
+            written: 0,
+            directory: self.directory.clone(),
+            backup: backup.to_string(),
+            fail_after_bytes: self.fail_after_bytes,
+            panic: self.panic,
+        })
+    }
+
+    fn open(&self, _: &str, backup: &str, _: u64) -> Result<NoSource, AdapterError> {
+        Err(AdapterError::not_found(format!(
+            "{backup}: the fixture cannot read"
+        )))
+    }
+
+    fn stat(&self, _: &str, backup: &str) -> Result<BackupInfo, AdapterError> {
+        Err(AdapterError::not_found(format!("{backup}: not stored")))
+    }
+
+    fn list(&self, _: &str) -> Result<Vec<BackupInfo>, AdapterError> {
+        Ok(Vec::new())
+    }
+
+    fn delete(&self, _: &str, backup: &str) -> Result<(), AdapterError> {
+        Err(AdapterError::not_found(format!("{backup}: not stored")))
+    }
+
+    fn discard_incomplete(&self, _: &str, backup: &str) -> Result<(), AdapterError> {
+        let _ = fs::remove_file(self.directory.join(format!("{backup}.partial")));
+        Ok(())
+    }
+}
+
+impl Sink for FixtureSink {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), AdapterError> {
+        if self
+            .fail_after_bytes
+            .is_some_and(|limit| self.written >= limit)
+        {
+            if self.panic {
+                panic!("fixture told to panic after {} bytes", self.written);
+            }
+            return Err(AdapterError::new(
+                ErrorKind::STORAGE_FULL,
+                format!("fixture storage full after {} bytes", self.written),
+            ));
+        }
+        self.file
+            .write_all(bytes)
+            .map_err(|e| AdapterError::io("fixture", &e))?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn finish(self, _sha1: &str, size: u64) -> Result<StoredBackup, AdapterError> {
+        let from = self.directory.join(format!("{}.partial", self.backup));
+        let to = self.directory.join(format!("{}.tar.gz", self.backup));
+        fs::rename(&from, &to).map_err(|e| AdapterError::io(to.display(), &e))?;
+        Ok(StoredBackup {
+            key: to.display().to_string(),
+            size,
+            parts: Vec::new(),
+            panel_completes: false,
+        })
+    }
+
+    fn abort(self) -> Result<(), AdapterError> {
+        let _ = fs::remove_file(self.directory.join(format!("{}.partial", self.backup)));
+        fs::write(self.directory.join(format!("{}.aborted", self.backup)), b"")
+            .map_err(|e| AdapterError::io("fixture", &e))
+    }
+}
+
+impl Source for NoSource {
+    fn read(&mut self, _: &mut [u8]) -> Result<usize, AdapterError> {
+        Ok(0)
+    }
+}
+
+aerie_adapter_api::export_adapter!(FixtureAdapter);
