@@ -118,29 +118,24 @@ impl Node {
     /// Starts the daemon on this node and waits until it listens.
     pub fn start(&self) -> Daemon {
         let config = self.write_config();
+        let log = self.dir.path().join("aerie.log");
+        // The daemon's log goes straight to a file in the node folder: everything it logged
+        // before announcing its address is there once the address is read.
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
         let mut child = Command::new(aerie_binary())
             .arg("--config")
             .arg(&config)
             .env("AERIE_ADAPTER_DIR", target_dir())
             .env("AERIE_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::from(log_file))
             .spawn()
             .expect("spawn aerie");
         let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let stderr = child.stderr.take().expect("stderr");
-        let log = self.dir.path().join("aerie.log");
-        // Keep the daemon's log in the node folder, to print when a test fails.
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
-        std::thread::spawn(move || {
-            let mut stderr = stderr;
-            let mut log_file = log_file;
-            let _ = std::io::copy(&mut stderr, &mut log_file);
-        });
         let mut address = None;
         for line in stdout.lines() {
             let line = line.expect("daemon stdout");
