@@ -268,6 +268,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_is_valid_and_uses_every_key() {
+        let config = Config::parse(include_str!("../../config.example.yml")).unwrap();
+        assert!(config.ignored_keys.is_empty(), "{:?}", config.ignored_keys);
+        assert_eq!(config.api.port, 8080);
+        assert_eq!(config.plugins, Some(PathBuf::from("plugins.yml")));
+    }
+
+    #[test]
     fn a_bad_value_names_its_key() {
         let err = Config::parse("token: x\nsystem:\n  backups:\n    compression_level: fast\n")
             .unwrap_err();
