@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aerie_adapter_api::host::LoadedAdapter;
 use aerie_adapter_api::{ErrorKind, StoredBackup};
@@ -17,8 +17,13 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::archive::{self, ArchiveSettings, IgnoreRules, Progress, Written};
+use crate::events::panel::Notifier;
+use crate::events::{self, EventBus};
 use crate::plugins::{Adapter, Adapters};
 use crate::registry::{BackupRecord, Registry, ReserveError, State};
+
+/// `backup progress` events go out at most this often (twice a second).
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
 /// What the Panel asks for: `POST /api/servers/{server}/backup`.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -86,6 +91,10 @@ pub struct Backups {
     registry: Arc<Registry>,
     /// The configured adapters.
     adapters: Arc<Adapters>,
+    /// Where backup events are published.
+    events: Arc<EventBus>,
+    /// Delivers reports to the Panel; `None` when `remote` is unset.
+    notifier: Option<Arc<Notifier>>,
     /// Jobs running now, by backup uuid.
     running: Mutex<HashMap<String, RunningJob>>,
     /// Each job holds a clone; when every clone is gone after shutdown began, all jobs have
@@ -112,12 +121,15 @@ pub fn is_canonical_uuid(text: &str) -> bool {
 }
 
 impl Backups {
-    /// The backups of this node, over `registry` and `adapters`.
+    /// The backups of this node, over `registry` and `adapters`, publishing to `events`
+    /// and reporting through `notifier`.
     pub fn new(
         data_directory: PathBuf,
         settings: ArchiveSettings,
         registry: Arc<Registry>,
         adapters: Arc<Adapters>,
+        events: Arc<EventBus>,
+        notifier: Option<Arc<Notifier>>,
     ) -> Self {
         let (alive, done) = mpsc::channel(1);
         Self {
@@ -125,6 +137,8 @@ impl Backups {
             settings,
             registry,
             adapters,
+            events,
+            notifier,
             running: Mutex::new(HashMap::new()),
             jobs_alive: Mutex::new(Some(alive)),
             jobs_done: tokio::sync::Mutex::new(done),
@@ -209,25 +223,38 @@ impl Backups {
         cancelled: Arc<AtomicBool>,
     ) {
         tracing::info!(adapter = %adapter.name, root = %root.display(), "backup started");
-        let started = Instant::now();
-        let settings = self.settings;
         let uuid = request.uuid.clone();
-        let job_progress = progress.clone();
+        self.events
+            .publish(&server, events::backup_started(&uuid, &adapter.name));
+        let started = Instant::now();
+        let reporter = Arc::new(ProgressReporter::new(
+            self.events.clone(),
+            &server,
+            &uuid,
+            progress.clone(),
+        ));
+        let (stop_ticking, ticker) = reporter.clone().tick();
+        let settings = self.settings;
+        let job_reporter = reporter.clone();
+        let job_server = server.clone();
         let outcome = adapter
             .run(move |a| {
                 make_backup(
                     a,
-                    &server,
+                    &job_server,
                     &request,
                     &root,
                     settings,
-                    &job_progress,
+                    &job_reporter,
                     &cancelled,
                 )
             })
             .await;
+        let _ = stop_ticking.send(());
+        let _ = ticker.await;
         let bytes_done = progress.bytes_done.load(Ordering::Relaxed);
-        let recorded = match &outcome {
+        let report_path = format!("/backups/{uuid}");
+        let (recorded, completed) = match &outcome {
             Ok((written, stored)) => {
                 tracing::info!(
                     checksum = %written.sha1,
@@ -237,17 +264,51 @@ impl Backups {
                     seconds = started.elapsed().as_secs_f64(),
                     "backup completed"
                 );
-                self.registry
-                    .complete(&uuid, &written.sha1, written.size, bytes_done)
+                let parts = stored.panel_completes.then(|| {
+                    stored
+                        .parts
+                        .iter()
+                        .map(|p| (p.etag.clone(), p.number))
+                        .collect()
+                });
+                let report = events::backup_report(Some((&written.sha1, written.size, parts)));
+                let recorded = self.registry.complete(
+                    &uuid,
+                    &written.sha1,
+                    written.size,
+                    bytes_done,
+                    self.notifier
+                        .as_ref()
+                        .map(|_| (uuid.as_str(), report_path.as_str(), report.as_str())),
+                );
+                (
+                    recorded,
+                    events::backup_completed(&uuid, Some((&written.sha1, written.size))),
+                )
             }
             Err(err) => {
                 let reason = format!("{err:#}");
                 tracing::error!(reason = %reason, "backup failed");
-                self.registry.fail(&uuid, &reason, bytes_done)
+                let report = events::backup_report(None);
+                let recorded = self.registry.fail(
+                    &uuid,
+                    &reason,
+                    bytes_done,
+                    self.notifier
+                        .as_ref()
+                        .map(|_| (uuid.as_str(), report_path.as_str(), report.as_str())),
+                );
+                (recorded, events::backup_completed(&uuid, None))
             }
         };
         if let Err(err) = recorded {
             tracing::error!("cannot record how the backup ended: {err:#}");
+        }
+        if let Some(notifier) = &self.notifier {
+            notifier.wake();
+        }
+        for event in completed {
+            self.events.publish(&server, event);
         }
         self.running.lock().expect("jobs lock").remove(&uuid);
     }
@@ -305,10 +366,15 @@ impl Backups {
                 tracing::warn!(
                     "the daemon stopped while this backup was running; marking it failed"
                 );
+                let report = events::backup_report(None);
+                let path = format!("/backups/{}", record.uuid);
                 self.registry.fail(
                     &record.uuid,
                     "the daemon stopped while the backup was running",
                     record.bytes_done,
+                    self.notifier
+                        .as_ref()
+                        .map(|_| (record.uuid.as_str(), path.as_str(), report.as_str())),
                 )?;
                 match self.adapters.get(&record.adapter) {
                     Some(adapter) => {
@@ -346,18 +412,86 @@ impl Backups {
     }
 }
 
-/// The whole backup on a blocking thread: open the sink, stream the archive into it, then
-/// finish it, or abort it on any error so nothing partial is left.
+/// Publishes `backup progress` for one backup, at most every [`PROGRESS_EVERY`].
+struct ProgressReporter {
+    events: Arc<EventBus>,
+    server: String,
+    uuid: String,
+    progress: Arc<Progress>,
+    /// When the last event went out, and the bytes it said were done.
+    last: Mutex<Option<(Instant, u64)>>,
+}
+
+impl ProgressReporter {
+    fn new(events: Arc<EventBus>, server: &str, uuid: &str, progress: Arc<Progress>) -> Self {
+        Self {
+            events,
+            server: server.to_string(),
+            uuid: uuid.to_string(),
+            progress,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Publishes the current progress if it changed and the last event is old enough.
+    fn publish(&self) {
+        let done = self.progress.bytes_done.load(Ordering::Relaxed);
+        let total = self.progress.bytes_total.load(Ordering::Relaxed);
+        let mut last = self.last.lock().expect("progress lock");
+        let due = last.is_none_or(|(at, sent)| sent != done && at.elapsed() >= PROGRESS_EVERY);
+        if due {
+            *last = Some((Instant::now(), done));
+            self.events.publish(
+                &self.server,
+                events::backup_progress(&self.uuid, done, total),
+            );
+        }
+    }
+
+    /// Publishes on a timer until the returned sender fires; await the handle to be sure
+    /// the last event is out.
+    fn tick(
+        self: Arc<Self>,
+    ) -> (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let handle = tokio::spawn(async move {
+            let mut interval = tokio::time::interval(PROGRESS_EVERY);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = interval.tick() => {
+                        if self.last.lock().expect("progress lock").is_some() {
+                            self.publish();
+                        }
+                    }
+                    _ = &mut stopped => break,
+                }
+            }
+        });
+        (stop, handle)
+    }
+}
+
+/// The whole backup on a blocking thread: measure the tree, open the sink, stream the
+/// archive into it, then finish it, or abort it on any error so nothing partial is left.
 fn make_backup(
     adapter: &LoadedAdapter,
     server: &str,
     request: &BackupRequest,
     root: &std::path::Path,
     settings: ArchiveSettings,
-    progress: &Progress,
+    reporter: &ProgressReporter,
     cancelled: &AtomicBool,
 ) -> anyhow::Result<(Written, StoredBackup)> {
+    let progress = &reporter.progress;
     let rules = IgnoreRules::for_backup(root, &request.ignore);
+    let total = archive::measure_tree(root, &rules, cancelled);
+    progress.bytes_total.store(total, Ordering::Relaxed);
+    // The first event, at once: a progress bar appears with its honest total.
+    reporter.publish();
     let mut sink = adapter
         .begin_backup(server, &request.uuid)
         .map_err(|e| anyhow!("storage could not start the backup: {e}"))?;

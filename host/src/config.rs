@@ -25,6 +25,12 @@ pub struct Config {
     /// The Panel's base URL, for status callbacks; unset means no callbacks.
     #[serde(default)]
     pub remote: Option<String>,
+    /// How aerie talks to the Panel.
+    #[serde(default)]
+    pub remote_query: RemoteQuery,
+    /// Browser origins allowed to open a websocket, besides `remote` (`*` allows any).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
     /// Directories and backup settings.
     #[serde(default)]
     pub system: System,
@@ -35,6 +41,26 @@ pub struct Config {
     /// Wings' keys that aerie reads without using; accepted so Wings configs load.
     #[serde(skip)]
     pub ignored_keys: Vec<String>,
+}
+
+/// `remote_query.*`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RemoteQuery {
+    /// Seconds before a request to the Panel times out (Wings' default: 30).
+    #[serde(default = "default_remote_timeout")]
+    pub timeout: u64,
+}
+
+impl Default for RemoteQuery {
+    fn default() -> Self {
+        Self {
+            timeout: default_remote_timeout(),
+        }
+    }
+}
+
+fn default_remote_timeout() -> u64 {
+    30
 }
 
 /// `api.*`.
@@ -170,6 +196,9 @@ impl Config {
         if self.token.trim().is_empty() {
             bail!("token: must not be empty (it is the bearer token the Panel sends)");
         }
+        if self.remote_query.timeout == 0 {
+            bail!("remote_query.timeout: must be at least 1 second");
+        }
         if let Some(remote) = &self.remote {
             if !(remote.starts_with("http://") || remote.starts_with("https://")) {
                 bail!("remote: {remote:?} is not an http:// or https:// URL");
@@ -193,6 +222,8 @@ impl Config {
             token_id: "aerie".into(),
             token,
             remote: None,
+            remote_query: RemoteQuery::default(),
+            allowed_origins: Vec::new(),
             system: System {
                 root_directory: base.clone(),
                 data: base.join("volumes"),

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use axum::{
     body::Bytes,
-    extract::{Path, Request, State},
+    extract::{ws::WebSocketUpgrade, Path, Request, State},
     http::{header, HeaderValue, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{delete, get, post},
     Json, Router,
 };
 use subtle::ConstantTimeEq;
@@ -17,6 +17,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::backups::{BackupRequest, Backups, StartError};
+use crate::events::{websocket, EventBus};
+use crate::registry::Registry;
 
 /// What every handler shares.
 pub struct AppState {
@@ -24,6 +26,14 @@ pub struct AppState {
     pub token: String,
     /// The backups of this node.
     pub backups: Arc<Backups>,
+    /// The registry, for the queue of Panel reports.
+    pub registry: Arc<Registry>,
+    /// Where websocket sessions get their events.
+    pub events: Arc<EventBus>,
+    /// Browser origins allowed on the websocket (the Panel's URL always is).
+    pub allowed_origins: Vec<String>,
+    /// When the daemon started, in Unix seconds (older websocket tokens are refused).
+    pub started_at: i64,
 }
 
 /// An error answer: a status and Wings' `{"error": "..."}` body.
@@ -88,23 +98,28 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/servers/{server}/backup", post(create_backup))
         .route("/api/servers/{server}/backup/{uuid}", get(backup_status))
         .route("/api/servers/{server}/backups", get(list_backups))
+        .route("/api/notifications", get(list_notifications))
+        .route("/api/notifications/{id}", delete(drop_notification))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    api.fallback(|| async {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "The requested resource does not exist on this instance.",
-        )
-    })
-    .method_not_allowed_fallback(|| async {
-        ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "This method is not allowed on this endpoint.",
-        )
-    })
-    .with_state(state)
-    .layer(PropagateRequestIdLayer::x_request_id())
-    .layer(TraceLayer::new_for_http())
-    .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+    // The websocket authenticates inside the protocol (a JWT in its first message).
+    let open = Router::new().route("/api/servers/{server}/ws", get(open_websocket));
+    api.merge(open)
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "The requested resource does not exist on this instance.",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "This method is not allowed on this endpoint.",
+            )
+        })
+        .with_state(state)
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
 /// `Authorization: Bearer <token>`, compared in constant time: 401 when absent or malformed,
@@ -179,6 +194,67 @@ async fn list_backups(
         .list(&server)
         .map_err(|err| ApiError::internal(format!("{err:#}")))?;
     Ok(Json(list).into_response())
+}
+
+/// `GET /api/notifications`: reports the Panel has not accepted yet (an operator's view of
+/// the retry queue).
+async fn list_notifications(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let queued = state
+        .registry
+        .notifications()
+        .map_err(|err| ApiError::internal(format!("{err:#}")))?;
+    Ok(Json(queued).into_response())
+}
+
+/// `DELETE /api/notifications/{id}`: an operator gives up on delivering a report.
+async fn drop_notification(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    match state.registry.remove_notification(id) {
+        Ok(true) => {
+            tracing::warn!(id, "an operator dropped a queued Panel report");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Ok(false) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "No queued report has this id.",
+        )),
+        Err(err) => Err(ApiError::internal(format!("{err:#}"))),
+    }
+}
+
+/// `GET /api/servers/{server}/ws`: upgrades to the event websocket. Browsers must come from
+/// the Panel or an allowed origin; clients that send no `Origin` are not browsers and pass.
+async fn open_websocket(
+    State(state): State<Arc<AppState>>,
+    Path(server): Path<String>,
+    headers: axum::http::HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default().trim_end_matches('/');
+        let allowed = state
+            .allowed_origins
+            .iter()
+            .any(|o| o == "*" || o.trim_end_matches('/') == origin);
+        if !allowed {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "This origin may not open a websocket on this node.",
+            ));
+        }
+    }
+    if state.backups.server_root(&server).is_none() {
+        return Err(ApiError::server_not_found());
+    }
+    let context = websocket::SessionContext {
+        server,
+        token: state.token.clone(),
+        started_at: state.started_at,
+        bus: state.events.clone(),
+    };
+    Ok(upgrade.on_upgrade(move |socket| websocket::run(socket, context)))
 }
 
 /// Parses a JSON body, whatever its `Content-Type`, into a 400 that says what is wrong.

@@ -6,7 +6,9 @@
 pub mod archive;
 pub mod backups;
 pub mod config;
+pub mod events;
 pub mod http;
+pub mod jwt;
 pub mod plugins;
 pub mod registry;
 
@@ -17,6 +19,8 @@ use anyhow::Context;
 use crate::archive::ArchiveSettings;
 use crate::backups::Backups;
 use crate::config::Config;
+use crate::events::panel::{Notifier, Panel};
+use crate::events::EventBus;
 use crate::plugins::Adapters;
 use crate::registry::Registry;
 
@@ -37,17 +41,44 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         compression: config.system.backups.compression_level,
         write_limit: config.write_limit_bytes(),
     };
+    let started_at = jwt::unix_now();
+    let events = Arc::new(EventBus::default());
+    let notifier = match &config.remote {
+        Some(remote) => {
+            let panel = Panel::new(
+                remote,
+                &config.token_id,
+                &config.token,
+                std::time::Duration::from_secs(config.remote_query.timeout),
+            )?;
+            let notifier = Arc::new(Notifier::new(panel, registry.clone()));
+            tokio::spawn(notifier.clone().run());
+            Some(notifier)
+        }
+        None => None,
+    };
     let backups = Arc::new(Backups::new(
         config.system.data.clone(),
         settings,
-        registry,
+        registry.clone(),
         Arc::new(adapters),
+        events.clone(),
+        notifier.clone(),
     ));
     backups.recover_interrupted().await?;
+    if let Some(notifier) = &notifier {
+        notifier.wake();
+    }
 
+    let mut allowed_origins = config.allowed_origins.clone();
+    allowed_origins.extend(config.remote.clone());
     let state = Arc::new(http::AppState {
         token: config.token.clone(),
         backups: backups.clone(),
+        registry,
+        events,
+        allowed_origins,
+        started_at,
     });
     let address = format!("{}:{}", config.api.host, config.api.port);
     let listener = tokio::net::TcpListener::bind(&address)

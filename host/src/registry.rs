@@ -58,6 +58,31 @@ pub struct BackupRecord {
     pub finished_at: Option<String>,
 }
 
+/// A report the Panel has not accepted yet: a path under `<remote>/api/remote` and its
+/// JSON body. Kept in the registry until the Panel accepts it, so it survives restarts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Notification {
+    /// Its id, for an operator who wants to drop it.
+    pub id: i64,
+    /// The backup it is about.
+    pub backup: String,
+    /// E.g. `/backups/<uuid>` (appended to `<remote>/api/remote`).
+    pub path: String,
+    /// The JSON body.
+    pub body: String,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// When to try next, in Unix milliseconds.
+    pub next_attempt_ms: i64,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// When it was queued.
+    pub created_at: String,
+}
+
+/// A report to queue: `(backup, path, JSON body)`.
+pub type NewNotification<'a> = (&'a str, &'a str, &'a str);
+
 /// Why a uuid could not be reserved.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ReserveError {
@@ -86,6 +111,16 @@ CREATE TABLE IF NOT EXISTS backups (
     finished_at TEXT
 );
 CREATE INDEX IF NOT EXISTS backups_by_server ON backups (server, started_at);
+CREATE TABLE IF NOT EXISTS notifications (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    backup          TEXT NOT NULL,
+    path            TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL,
+    last_error      TEXT,
+    created_at      TEXT NOT NULL
+);
 ";
 
 const COLUMNS: &str =
@@ -104,6 +139,34 @@ fn record(row: &Row<'_>) -> rusqlite::Result<BackupRecord> {
         started_at: row.get(8)?,
         finished_at: row.get(9)?,
     })
+}
+
+const NOTIFICATION_COLUMNS: &str =
+    "id, backup, path, body, attempts, next_attempt_ms, last_error, created_at";
+
+fn notification(row: &Row<'_>) -> rusqlite::Result<Notification> {
+    Ok(Notification {
+        id: row.get(0)?,
+        backup: row.get(1)?,
+        path: row.get(2)?,
+        body: row.get(3)?,
+        attempts: row.get(4)?,
+        next_attempt_ms: row.get(5)?,
+        last_error: row.get(6)?,
+        created_at: row.get(7)?,
+    })
+}
+
+fn insert_notification(
+    c: &Connection,
+    (backup, path, body): NewNotification<'_>,
+) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT INTO notifications (backup, path, body, next_attempt_ms, created_at)
+         VALUES (?1, ?2, ?3, 0, ?4)",
+        params![backup, path, body, now()],
+    )
+    .map(drop)
 }
 
 /// The current time as RFC 3339 UTC.
@@ -161,31 +224,102 @@ impl Registry {
         Ok(())
     }
 
-    /// Marks a backup completed.
+    /// Marks a backup completed and, in the same transaction, queues the report for the
+    /// Panel: a crash can lose neither without the other.
     pub fn complete(
         &self,
         uuid: &str,
         checksum: &str,
         size: u64,
         bytes_done: u64,
+        report: Option<NewNotification<'_>>,
     ) -> anyhow::Result<()> {
         self.with(|c| {
-            c.execute(
+            let tx = c.unchecked_transaction()?;
+            tx.execute(
                 "UPDATE backups SET state = 'completed', checksum = ?2, size = ?3,
                  bytes_done = ?4, error = NULL, finished_at = ?5 WHERE uuid = ?1",
                 params![uuid, checksum, size as i64, bytes_done as i64, now()],
-            )
+            )?;
+            if let Some(report) = report {
+                insert_notification(&tx, report)?;
+            }
+            tx.commit()
         })
-        .map(drop)
     }
 
-    /// Marks a backup failed, with the reason.
-    pub fn fail(&self, uuid: &str, error: &str, bytes_done: u64) -> anyhow::Result<()> {
+    /// Marks a backup failed, with the reason, and queues the report (one transaction).
+    pub fn fail(
+        &self,
+        uuid: &str,
+        error: &str,
+        bytes_done: u64,
+        report: Option<NewNotification<'_>>,
+    ) -> anyhow::Result<()> {
         self.with(|c| {
-            c.execute(
+            let tx = c.unchecked_transaction()?;
+            tx.execute(
                 "UPDATE backups SET state = 'failed', error = ?2, bytes_done = ?3,
                  finished_at = ?4 WHERE uuid = ?1",
                 params![uuid, error, bytes_done as i64, now()],
+            )?;
+            if let Some(report) = report {
+                insert_notification(&tx, report)?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// Queues a report on its own (a restore's).
+    pub fn queue_notification(&self, report: NewNotification<'_>) -> anyhow::Result<()> {
+        self.with(|c| insert_notification(c, report))
+    }
+
+    /// Reports due at `now_ms`, oldest first.
+    pub fn due_notifications(&self, now_ms: i64) -> anyhow::Result<Vec<Notification>> {
+        self.with(|c| {
+            let mut statement = c.prepare(&format!(
+                "SELECT {NOTIFICATION_COLUMNS} FROM notifications
+                 WHERE next_attempt_ms <= ?1 ORDER BY id"
+            ))?;
+            let rows = statement.query_map([now_ms], notification)?;
+            rows.collect()
+        })
+    }
+
+    /// Every queued report.
+    pub fn notifications(&self) -> anyhow::Result<Vec<Notification>> {
+        self.due_notifications(i64::MAX)
+    }
+
+    /// When the next queued report is due, if any.
+    pub fn next_notification_due(&self) -> anyhow::Result<Option<i64>> {
+        self.with(|c| {
+            c.query_row("SELECT MIN(next_attempt_ms) FROM notifications", [], |r| {
+                r.get(0)
+            })
+        })
+    }
+
+    /// Removes a report (the Panel accepted or finally refused it, or an operator dropped
+    /// it); false if there was none with this id.
+    pub fn remove_notification(&self, id: i64) -> anyhow::Result<bool> {
+        self.with(|c| c.execute("DELETE FROM notifications WHERE id = ?1", [id]))
+            .map(|n| n > 0)
+    }
+
+    /// Records a failed attempt and when to try again.
+    pub fn retry_notification_later(
+        &self,
+        id: i64,
+        next_attempt_ms: i64,
+        error: &str,
+    ) -> anyhow::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE notifications SET attempts = attempts + 1, next_attempt_ms = ?2,
+                 last_error = ?3 WHERE id = ?1",
+                params![id, next_attempt_ms, error],
             )
         })
         .map(drop)
@@ -240,9 +374,21 @@ mod tests {
             registry.reserve("b1", "s1", "wings"),
             Err(ReserveError::Taken(State::Running))
         );
-        registry.fail("b1", "disk on fire", 10).unwrap();
+        registry.fail("b1", "disk on fire", 10, None).unwrap();
         registry.reserve("b1", "s1", "wings").unwrap();
-        registry.complete("b1", "abc", 42, 100).unwrap();
+        registry
+            .complete("b1", "abc", 42, 100, Some(("b1", "/backups/b1", "{}")))
+            .unwrap();
+        let queued = registry.notifications().unwrap();
+        assert_eq!(queued.len(), 1);
+        registry
+            .retry_notification_later(queued[0].id, 5_000, "down")
+            .unwrap();
+        assert!(registry.due_notifications(4_999).unwrap().is_empty());
+        assert_eq!(registry.next_notification_due().unwrap(), Some(5_000));
+        assert_eq!(registry.due_notifications(5_000).unwrap()[0].attempts, 1);
+        assert!(registry.remove_notification(queued[0].id).unwrap());
+        assert_eq!(registry.next_notification_due().unwrap(), None);
         assert_eq!(
             registry.reserve("b1", "s2", "wings"),
             Err(ReserveError::Taken(State::Completed))

@@ -17,7 +17,7 @@ use flate2::{write::GzEncoder, Compression};
 
 pub use ignore_rules::IgnoreRules;
 pub use output::Written;
-pub use tree::Progress;
+pub use tree::{measure_tree, Progress};
 
 use crate::config::CompressionLevel;
 use output::ArchiveOutput;

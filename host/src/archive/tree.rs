@@ -23,8 +23,42 @@ const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(5);
 pub struct Progress {
     /// Bytes of file content archived so far.
     pub bytes_done: AtomicU64,
+    /// Bytes of file content the backup will archive, from a walk before it starts.
+    pub bytes_total: AtomicU64,
     /// Entries (files, directories, links) archived so far.
     pub entries_done: AtomicU64,
+}
+
+/// The walk of `root` that every pass shares: sorted, never following symlinks, pruning
+/// what `rules` leave out.
+fn walk<'a>(
+    root: &'a Path,
+    rules: &'a IgnoreRules,
+) -> impl Iterator<Item = walkdir::Result<walkdir::DirEntry>> + 'a {
+    WalkDir::new(root)
+        .follow_links(false)
+        .min_depth(1)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(move |entry| {
+            let relative = entry.path().strip_prefix(root).unwrap_or(entry.path());
+            !rules.is_ignored(relative, entry.file_type().is_dir())
+        })
+}
+
+/// The bytes of file content a backup of `root` will archive: a walk of metadata only
+/// (no file is opened), so a progress bar has an honest total.
+pub fn measure_tree(root: &Path, rules: &IgnoreRules, cancelled: &AtomicBool) -> u64 {
+    let mut total = 0;
+    for entry in walk(root, rules).flatten() {
+        if cancelled.load(Ordering::Relaxed) {
+            break;
+        }
+        if entry.file_type().is_file() {
+            total += entry.metadata().map_or(0, |m| m.len());
+        }
+    }
+    total
 }
 
 /// Appends every entry under `root` that `rules` keep to `builder`, in sorted order.
@@ -35,15 +69,7 @@ pub fn append_tree<W: Write>(
     progress: &Progress,
     cancelled: &AtomicBool,
 ) -> anyhow::Result<()> {
-    let walk = WalkDir::new(root)
-        .follow_links(false)
-        .min_depth(1)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|entry| {
-            let relative = entry.path().strip_prefix(root).unwrap_or(entry.path());
-            !rules.is_ignored(relative, entry.file_type().is_dir())
-        });
+    let walk = walk(root, rules);
     let mut last_log = Instant::now();
     for entry in walk {
         if cancelled.load(Ordering::Relaxed) {

@@ -1,0 +1,227 @@
+//! Reports to the Panel (`POST <remote>/api/remote/backups/<uuid>` and its `/restore`
+//! sibling), sent from a durable queue in the registry: a report is queued in the same
+//! transaction that records how the backup ended, retried with exponential backoff while the
+//! Panel is unreachable or failing (5xx), across restarts, and removed once the Panel accepts
+//! it, finally refuses it (4xx, logged with the Panel's reason) or an operator drops it.
+//! Unlike Wings, a report that cannot be delivered never costs the backup its archive.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use tokio::sync::Notify;
+
+use crate::registry::{Notification, Registry};
+
+/// The first retry delay; it doubles with each failed attempt...
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+/// ...up to this, so a Panel that comes back is told within half a minute.
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// How aerie reaches the Panel.
+#[derive(Clone)]
+pub struct Panel {
+    client: reqwest::Client,
+    /// `<remote>/api/remote`, no trailing slash.
+    base: String,
+    /// `Bearer <token_id>.<token>`.
+    authorization: String,
+}
+
+/// How a delivery attempt ended, when it did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// 4xx: the Panel will not take this report; retrying cannot help.
+    #[error("the Panel refused the report ({status}): {detail}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// `errors[0].detail` from the Panel's body, or the body itself.
+        detail: String,
+    },
+    /// A connection error, a timeout or a 5xx: try again later.
+    #[error("the Panel could not be reached: {0}")]
+    Unavailable(String),
+}
+
+impl Panel {
+    /// A client for the Panel at `remote`, authenticating as `token_id.token`, with
+    /// `timeout` per request (Wings' `remote_query.timeout`).
+    pub fn new(
+        remote: &str,
+        token_id: &str,
+        token: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .build()?;
+        Ok(Self {
+            client,
+            base: format!("{}/api/remote", remote.trim_end_matches('/')),
+            authorization: format!("Bearer {token_id}.{token}"),
+        })
+    }
+
+    /// POSTs `body` (JSON text) to `<remote>/api/remote<path>` with Wings' headers.
+    pub async fn post(&self, path: &str, body: &str) -> Result<(), DeliveryError> {
+        let user_agent = format!(
+            "aerie/{} (Pterodactyl Wings compatible)",
+            env!("CARGO_PKG_VERSION")
+        );
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header(AUTHORIZATION, &self.authorization)
+            .header(ACCEPT, "application/vnd.pterodactyl.v1+json")
+            .header(CONTENT_TYPE, "application/json")
+            .header(USER_AGENT, user_agent)
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| DeliveryError::Unavailable(error_chain(&e)))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = response.text().await.unwrap_or_default();
+        let detail = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["errors"][0]["detail"].as_str().map(str::to_string))
+            .unwrap_or(text);
+        if status.is_client_error() {
+            Err(DeliveryError::Refused {
+                status: status.as_u16(),
+                detail,
+            })
+        } else {
+            Err(DeliveryError::Unavailable(format!("{status}: {detail}")))
+        }
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The delay before attempt `attempts + 1`.
+fn retry_delay(attempts: u32) -> Duration {
+    FIRST_RETRY
+        .saturating_mul(2u32.saturating_pow(attempts.min(16)))
+        .min(MAX_RETRY)
+}
+
+/// Delivers queued reports in the background.
+pub struct Notifier {
+    panel: Panel,
+    registry: Arc<Registry>,
+    wake: Notify,
+}
+
+impl Notifier {
+    /// A notifier that delivers `registry`'s queue to `panel`.
+    pub fn new(panel: Panel, registry: Arc<Registry>) -> Self {
+        Self {
+            panel,
+            registry,
+            wake: Notify::new(),
+        }
+    }
+
+    /// Tells the delivery loop that something new is queued.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The delivery loop; runs for the life of the daemon.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            let now = now_ms();
+            match self.registry.due_notifications(now) {
+                Ok(due) => {
+                    for notification in due {
+                        self.deliver(notification).await;
+                    }
+                }
+                Err(err) => tracing::error!("cannot read the Panel report queue: {err:#}"),
+            }
+            let next = self.registry.next_notification_due().ok().flatten();
+            let wait = next.map_or(MAX_RETRY, |due| {
+                Duration::from_millis(due.saturating_sub(now_ms()).max(0) as u64)
+            });
+            let _ = tokio::time::timeout(wait, self.wake.notified()).await;
+        }
+    }
+
+    async fn deliver(&self, notification: Notification) {
+        let span =
+            tracing::info_span!("panel", backup = %notification.backup, path = %notification.path);
+        let _entered = span.enter();
+        match self
+            .panel
+            .post(&notification.path, &notification.body)
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(
+                    attempts = notification.attempts + 1,
+                    "the Panel accepted the report"
+                );
+                self.forget(notification.id);
+            }
+            Err(DeliveryError::Refused { status, detail }) => {
+                tracing::error!(status, detail = %detail, "the Panel refused the report; not retrying");
+                self.forget(notification.id);
+            }
+            Err(err @ DeliveryError::Unavailable(_)) => {
+                let delay = retry_delay(notification.attempts);
+                tracing::warn!(
+                    attempts = notification.attempts + 1,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "{err}; the report is kept and retried"
+                );
+                let next = now_ms() + delay.as_millis() as i64;
+                if let Err(err) =
+                    self.registry
+                        .retry_notification_later(notification.id, next, &err.to_string())
+                {
+                    tracing::error!("cannot reschedule the report: {err:#}");
+                }
+            }
+        }
+    }
+
+    fn forget(&self, id: i64) {
+        if let Err(err) = self.registry.remove_notification(id) {
+            tracing::error!("cannot remove a delivered report from the queue: {err:#}");
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_the_cap() {
+        assert_eq!(retry_delay(0), Duration::from_millis(500));
+        assert_eq!(retry_delay(1), Duration::from_secs(1));
+        assert_eq!(retry_delay(3), Duration::from_secs(4));
+        assert_eq!(retry_delay(10), MAX_RETRY);
+        assert_eq!(retry_delay(u32::MAX), MAX_RETRY);
+    }
+}

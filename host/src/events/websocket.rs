@@ -1,0 +1,153 @@
+//! `GET /api/servers/{server}/ws`: Wings' websocket protocol, for backup events. The client
+//! authenticates with `{"event":"auth","args":["<JWT>"]}` (HS256 with the node token, for
+//! this server, with `websocket.connect`), is warned before the token expires and may send a
+//! fresh one on the same socket. A socket that stops reading only fills its own queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::bus::{Event, EventBus, Subscription};
+use crate::jwt::{self, unix_now, Claims};
+
+/// Wings warns this long before a socket's token expires.
+const EXPIRY_WARNING: Duration = Duration::from_secs(60);
+
+/// What a session needs to know.
+pub struct SessionContext {
+    /// The server the socket watches.
+    pub server: String,
+    /// The node token (the JWT key).
+    pub token: String,
+    /// When the daemon started (Unix seconds): tokens issued earlier are refused.
+    pub started_at: i64,
+    /// Where events come from.
+    pub bus: Arc<EventBus>,
+}
+
+/// A frame from the client.
+#[derive(Deserialize)]
+struct Inbound {
+    event: String,
+    #[serde(default)]
+    args: Vec<String>,
+}
+
+/// What an authenticated socket may see.
+struct Session {
+    /// When its token expires (Unix seconds).
+    expires_at: i64,
+    /// Whether it may see backup events (`backup.read` or `*`).
+    backup_read: bool,
+    /// Whether `token expiring` was sent for this token.
+    warned: bool,
+}
+
+fn frame(name: &str, arg: Option<&str>) -> Message {
+    let value = match arg {
+        Some(arg) => json!({"event": name, "args": [arg]}),
+        None => json!({"event": name}),
+    };
+    Message::Text(value.to_string().into())
+}
+
+/// Checks a websocket JWT for `context`; the error is the reason sent back.
+fn authenticate(token: &str, context: &SessionContext) -> Result<Session, String> {
+    let claims: Claims = jwt::verify(token, context.token.as_bytes(), unix_now())
+        .map_err(|e| format!("jwt: {e}"))?;
+    if claims.string("server_uuid") != Some(context.server.as_str()) {
+        return Err("jwt: the token is for another server".into());
+    }
+    let permissions: Vec<&str> = claims
+        .0
+        .get("permissions")
+        .and_then(Value::as_array)
+        .map(|list| list.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let has = |permission: &str| permissions.iter().any(|p| *p == permission || *p == "*");
+    if !has("websocket.connect") {
+        return Err("jwt: the token lacks the websocket.connect permission".into());
+    }
+    match claims.integer("iat") {
+        Some(iat) if iat >= context.started_at => {}
+        Some(_) => return Err("jwt: the token was issued before the daemon started".into()),
+        None => return Err("jwt: the token has no integer iat claim".into()),
+    }
+    Ok(Session {
+        expires_at: claims.expires_at(),
+        backup_read: has("backup.read"),
+        warned: false,
+    })
+}
+
+/// Backup events need `backup.read`; restore events, like Wings', do not.
+fn needs_backup_read(event: &Event) -> bool {
+    event.name.starts_with("backup ") && !event.name.starts_with("backup restore")
+}
+
+fn instant_at(unix: i64) -> Instant {
+    let from_now = unix.saturating_sub(unix_now()).max(0) as u64;
+    Instant::now() + Duration::from_secs(from_now)
+}
+
+/// Runs one socket until the client goes away.
+pub async fn run(socket: WebSocket, context: SessionContext) {
+    let (mut outgoing, mut incoming) = socket.split();
+    // Subscribed at the first successful auth: nothing queues up for a stranger.
+    let mut subscription: Option<Subscription> = None;
+    let mut session: Option<Session> = None;
+    loop {
+        let (warn_at, expire_at) = match &session {
+            Some(s) => (
+                (!s.warned).then(|| instant_at(s.expires_at) - EXPIRY_WARNING),
+                Some(instant_at(s.expires_at)),
+            ),
+            None => (None, None),
+        };
+        let reply = tokio::select! {
+            inbound = incoming.next() => {
+                let Some(Ok(message)) = inbound else { break };
+                let Message::Text(text) = message else { continue };
+                let Ok(inbound) = serde_json::from_str::<Inbound>(&text) else { continue };
+                if inbound.event != "auth" {
+                    continue;
+                }
+                let token = inbound.args.first().map(String::as_str).unwrap_or("");
+                match authenticate(token, &context) {
+                    Ok(new_session) => {
+                        session = Some(new_session);
+                        subscription.get_or_insert_with(|| context.bus.subscribe(&context.server));
+                        frame("auth success", None)
+                    }
+                    Err(reason) => frame("jwt error", Some(&reason)),
+                }
+            }
+            event = async { subscription.as_ref().expect("subscribed at auth").next().await },
+                if session.is_some() => {
+                let allowed = session.as_ref().is_some_and(|s| s.backup_read || !needs_backup_read(&event));
+                if !allowed {
+                    continue;
+                }
+                frame(&event.name, event.arg.as_deref())
+            }
+            _ = tokio::time::sleep_until(warn_at.unwrap_or_else(Instant::now)), if warn_at.is_some() => {
+                if let Some(s) = &mut session {
+                    s.warned = true;
+                }
+                frame("token expiring", None)
+            }
+            _ = tokio::time::sleep_until(expire_at.unwrap_or_else(Instant::now)), if expire_at.is_some() => {
+                session = None;
+                frame("token expired", None)
+            }
+        };
+        if outgoing.send(reply).await.is_err() {
+            break;
+        }
+    }
+}
