@@ -18,12 +18,25 @@ _aerie_s3_venv="$_aerie_s3_dir/.venv"
 
 # Creates the virtualenv and installs moto's server into it, unless already there.
 s3_server_install() {
+    # A venv made without ensurepip (Debian's python3 lacks it until python3-venv is
+    # installed) has no pip: start again from scratch.
+    if [ -x "$_aerie_s3_venv/bin/python" ] &&
+        ! "$_aerie_s3_venv/bin/python" -m pip --version >/dev/null 2>&1; then
+        rm -rf "$_aerie_s3_venv"
+    fi
     if [ ! -x "$_aerie_s3_venv/bin/python" ]; then
         echo "s3-server: creating the virtualenv $_aerie_s3_venv" >&2
-        python3 -m venv "$_aerie_s3_venv" || {
-            echo "s3-server: python3 -m venv failed (on Debian: apt-get install python3-venv)" >&2
-            return 1
-        }
+        if ! python3 -m venv "$_aerie_s3_venv" >/dev/null 2>&1; then
+            rm -rf "$_aerie_s3_venv"
+            if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+                echo "s3-server: installing python3-venv" >&2
+                apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+            fi
+            python3 -m venv "$_aerie_s3_venv" || {
+                echo "s3-server: python3 -m venv failed (on Debian: apt-get install python3-venv)" >&2
+                return 1
+            }
+        fi
     fi
     if [ ! -x "$_aerie_s3_venv/bin/moto_server" ]; then
         echo "s3-server: installing moto[server] into $_aerie_s3_venv" >&2

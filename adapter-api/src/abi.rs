@@ -10,8 +10,7 @@
 use abi_stable::{
     declare_root_module_statics,
     library::RootModule,
-    package_version_strings,
-    sabi_trait,
+    package_version_strings, sabi_trait,
     sabi_types::VersionStrings,
     std_types::{RArc, RBox, ROption, RResult, RSlice, RSliceMut, RStr, RString, RVec},
     StableAbi,
@@ -158,8 +157,7 @@ pub trait StorageAdapter: Send + Sync {
     /// Removes whatever a backup that never finished may have left (a temporary file, an
     /// incomplete upload); called at start-up for backups that were running at a crash.
     #[sabi(last_prefix_field)]
-    fn discard_incomplete(&self, server: RStr<'_>, backup: RStr<'_>)
-        -> RResult<(), AdapterError>;
+    fn discard_incomplete(&self, server: RStr<'_>, backup: RStr<'_>) -> RResult<(), AdapterError>;
 }
 
 /// An owned adapter instance.

@@ -22,7 +22,11 @@ pub(crate) fn forwarding_dispatch<A: Adapter>(logger: HostLoggerBox) -> Dispatch
         .unwrap_or_default()
         .to_string();
     let max_level = logger.max_level();
-    let layer = Forward { logger, max_level, own_crate };
+    let layer = Forward {
+        logger,
+        max_level,
+        own_crate,
+    };
     Dispatch::new(tracing_subscriber::registry().with(layer))
 }
 

@@ -126,12 +126,9 @@ impl AdapterLibrary {
         let config = config.to_string();
         let host = serde_json::to_string(host).expect("the host context serializes");
         let logger = HostLogger_TO::from_ptr(RArc::new(LoggerShim(logger)), TD_Opaque);
-        let inner = (self.module.new_adapter())(
-            RStr::from_str(&config),
-            RStr::from_str(&host),
-            logger,
-        )
-        .into_result()?;
+        let inner =
+            (self.module.new_adapter())(RStr::from_str(&config), RStr::from_str(&host), logger)
+                .into_result()?;
         Ok(LoadedAdapter { inner })
     }
 }
@@ -193,7 +190,9 @@ impl LoadedAdapter {
 
     /// Deletes a stored backup.
     pub fn delete(&self, server: &str, backup: &str) -> Result<(), AdapterError> {
-        self.inner.delete(server.into(), backup.into()).into_result()
+        self.inner
+            .delete(server.into(), backup.into())
+            .into_result()
     }
 
     /// Removes what an unfinished backup left behind.

@@ -167,9 +167,11 @@ impl<A: Adapter> StorageAdapter for AdapterShim<A> {
         backup: RStr<'_>,
     ) -> RResult<BackupSinkBox, AdapterError> {
         call(&self.dispatch, || {
-            let sink = self.adapter.begin_backup(server.as_str(), backup.as_str())?;
+            let sink = self
+                .adapter
+                .begin_backup(server.as_str(), backup.as_str())?;
             let shim = SinkShim {
-                sink,
+                sink: Some(sink),
                 dispatch: self.dispatch.clone(),
             };
             Ok(BackupSink_TO::from_value(shim, TD_Opaque))
@@ -215,11 +217,7 @@ impl<A: Adapter> StorageAdapter for AdapterShim<A> {
         })
     }
 
-    fn discard_incomplete(
-        &self,
-        server: RStr<'_>,
-        backup: RStr<'_>,
-    ) -> RResult<(), AdapterError> {
+    fn discard_incomplete(&self, server: RStr<'_>, backup: RStr<'_>) -> RResult<(), AdapterError> {
         call(&self.dispatch, || {
             self.adapter
                 .discard_incomplete(server.as_str(), backup.as_str())
@@ -227,25 +225,51 @@ impl<A: Adapter> StorageAdapter for AdapterShim<A> {
     }
 }
 
-struct SinkShim<S> {
-    sink: S,
+struct SinkShim<S: Sink> {
+    /// The adapter's sink; `None` once finished or aborted.
+    sink: Option<S>,
     dispatch: Dispatch,
+}
+
+impl<S: Sink> SinkShim<S> {
+    fn take(&mut self) -> S {
+        self.sink
+            .take()
+            .expect("a sink is finished or aborted once")
+    }
 }
 
 impl<S: Sink> BackupSink for SinkShim<S> {
     fn write(&mut self, bytes: RSlice<'_, u8>) -> RResult<(), AdapterError> {
-        let sink = &mut self.sink;
+        let Some(sink) = self.sink.as_mut() else {
+            return RErr(AdapterError::other("write after finish or abort"));
+        };
         call(&self.dispatch, || sink.write(bytes.as_slice()))
     }
 
-    fn finish(self, sha1: RStr<'_>, size: u64) -> RResult<StoredBackupAbi, AdapterError> {
-        let Self { sink, dispatch } = self;
-        call(&dispatch, || sink.finish(sha1.as_str(), size).map(Into::into))
+    fn finish(mut self, sha1: RStr<'_>, size: u64) -> RResult<StoredBackupAbi, AdapterError> {
+        let sink = self.take();
+        call(&self.dispatch, || {
+            sink.finish(sha1.as_str(), size).map(Into::into)
+        })
     }
 
-    fn abort(self) -> RResult<(), AdapterError> {
-        let Self { sink, dispatch } = self;
-        call(&dispatch, || sink.abort())
+    fn abort(mut self) -> RResult<(), AdapterError> {
+        let sink = self.take();
+        call(&self.dispatch, || sink.abort())
+    }
+}
+
+impl<S: Sink> Drop for SinkShim<S> {
+    /// A sink dropped without `finish` or `abort` runs the adapter's own `Drop` guarded and
+    /// with the right logger, like every other call.
+    fn drop(&mut self) {
+        if let Some(sink) = self.sink.take() {
+            let _ = call(&self.dispatch, || {
+                drop(sink);
+                Ok(())
+            });
+        }
     }
 }
 

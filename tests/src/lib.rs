@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod panel;
+pub mod websocket;
+
 /// How long a test waits for a backup to end before it calls the daemon hung.
 pub const HANG_GUARD: Duration = Duration::from_secs(300);
 

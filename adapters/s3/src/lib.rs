@@ -1,1 +1,220 @@
-//! Placeholder: the S3 adapter is being written.
+//! aerie's `s3` storage adapter: backups as objects in an S3 (or S3-compatible) bucket,
+//! streamed in with a multipart upload as the archive is made, no temporary file.
+//!
+//! A backup is the object `<prefix><server>/<backup>.tar.gz` (the Panel's own layout), with
+//! a sidecar `<key>.json` that records its SHA-1, size, creation time and aerie's version.
+//! The adapter owns a small tokio runtime inside the library; the host calls it from
+//! blocking threads and its own runtime never crosses the boundary.
+//!
+//! ```yaml
+//! adapters:
+//!   - name: s3
+//!     library: /usr/lib/aerie/libaerie_adapter_s3.so
+//!     config:
+//!       bucket: backups
+//!       region: eu-west-1
+//!       prefix: "node-1/"
+//! ```
+//!
+//! Modules: [`config`] (the keys and their checks), `store` (the client and the key
+//! layout), `upload` (the multipart sink), `download` (the source), `cleanup` (aborting
+//! uploads), `sidecar`, `error` (SDK errors as adapter errors), `runtime`.
+
+use std::sync::Arc;
+
+use aerie_adapter_api::{Adapter, AdapterError, BackupInfo, HostContext};
+use aws_sdk_s3::types::StorageClass;
+
+pub mod config;
+
+mod cleanup;
+mod download;
+mod error;
+mod runtime;
+mod sidecar;
+mod store;
+mod upload;
+
+pub use download::S3Source;
+pub use upload::S3Sink;
+
+use config::Config;
+use error::s3_error;
+use store::{sidecar_key, Store};
+use upload::UploadSettings;
+
+/// One configured S3 target.
+pub struct S3Adapter {
+    /// The bucket, shared with every sink and source.
+    store: Arc<Store>,
+    /// How backups are uploaded.
+    settings: Arc<UploadSettings>,
+}
+
+impl Adapter for S3Adapter {
+    const KIND: &'static str = "s3";
+    type Sink = S3Sink;
+    type Source = S3Source;
+
+    fn new(config: serde_json::Value, host: &HostContext) -> Result<Self, AdapterError> {
+        let config = Config::parse(config)?;
+        let store = runtime::block_on(async { Ok(Store::connect(&config).await) })?;
+        tracing::info!(
+            bucket = %config.bucket,
+            region = %config.region,
+            endpoint = config.endpoint.as_deref().unwrap_or("AWS"),
+            prefix = %config.prefix,
+            part_size = config.part_size,
+            concurrency = config.concurrency,
+            static_keys = config.static_keys().is_some(),
+            "S3 adapter ready"
+        );
+        Ok(S3Adapter {
+            store: Arc::new(store),
+            settings: Arc::new(UploadSettings {
+                part_size: config.part_size,
+                concurrency: config.concurrency,
+                storage_class: config.storage_class.as_deref().map(StorageClass::from),
+                aerie_version: host.aerie_version.clone(),
+            }),
+        })
+    }
+
+    fn begin_backup(&self, server: &str, backup: &str) -> Result<S3Sink, AdapterError> {
+        let key = self.store.key(server, backup)?;
+        Ok(S3Sink::new(
+            self.store.clone(),
+            self.settings.clone(),
+            server,
+            backup,
+            key,
+        ))
+    }
+
+    fn open(&self, server: &str, backup: &str, offset: u64) -> Result<S3Source, AdapterError> {
+        let key = self.store.key(server, backup)?;
+        download::open(&self.store, server, backup, &key, offset)
+    }
+
+    fn stat(&self, server: &str, backup: &str) -> Result<BackupInfo, AdapterError> {
+        let key = self.store.key(server, backup)?;
+        runtime::block_on(async {
+            let (size, created_unix) = self.head(server, backup, &key).await?;
+            let sha1 = sidecar::get(&self.store, &key)
+                .await?
+                .map(|sidecar| sidecar.checksum);
+            Ok(BackupInfo {
+                backup: backup.to_string(),
+                server: Some(server.to_string()),
+                key,
+                size,
+                created_unix,
+                sha1,
+            })
+        })
+    }
+
+    fn list(&self, server: &str) -> Result<Vec<BackupInfo>, AdapterError> {
+        let prefix = self.store.server_prefix(server)?;
+        let store = &self.store;
+        runtime::block_on(async {
+            let mut pages = store
+                .client
+                .list_objects_v2()
+                .bucket(&store.bucket)
+                .prefix(&prefix)
+                .into_paginator()
+                .send();
+            let mut backups = Vec::new();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| {
+                    s3_error("ListObjectsV2", store.url(&prefix), &store.bucket, &e)
+                })?;
+                for object in page.contents() {
+                    let Some(key) = object.key() else { continue };
+                    let Some(backup) = key
+                        .strip_prefix(prefix.as_str())
+                        .and_then(|rest| rest.strip_suffix(".tar.gz"))
+                        .filter(|b| !b.is_empty() && !b.contains('/'))
+                    else {
+                        continue;
+                    };
+                    backups.push(BackupInfo {
+                        backup: backup.to_string(),
+                        server: Some(server.to_string()),
+                        key: key.to_string(),
+                        size: object.size().unwrap_or(0).max(0) as u64,
+                        created_unix: object.last_modified().map(|t| t.secs()).unwrap_or(0),
+                        sha1: None,
+                    });
+                }
+            }
+            Ok(backups)
+        })
+    }
+
+    fn delete(&self, server: &str, backup: &str) -> Result<(), AdapterError> {
+        let key = self.store.key(server, backup)?;
+        let store = &self.store;
+        runtime::block_on(async {
+            // S3 deletes a missing key without complaint: look first, to report NOT_FOUND.
+            self.head(server, backup, &key).await?;
+            for key in [key.clone(), sidecar_key(&key)] {
+                store
+                    .client
+                    .delete_object()
+                    .bucket(&store.bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                    .map_err(|e| s3_error("DeleteObject", store.url(&key), &store.bucket, &e))?;
+            }
+            tracing::info!(key = %key, "backup deleted");
+            Ok(())
+        })
+    }
+
+    fn discard_incomplete(&self, server: &str, backup: &str) -> Result<(), AdapterError> {
+        let key = self.store.key(server, backup)?;
+        let aborted = runtime::block_on(cleanup::discard(&self.store, &key))?;
+        if aborted > 0 {
+            tracing::info!(key = %key, uploads = aborted, "aborted unfinished multipart uploads");
+        }
+        Ok(())
+    }
+}
+
+impl S3Adapter {
+    /// HeadObject on a backup's archive: its size and modification time (Unix seconds), or
+    /// `NOT_FOUND`.
+    async fn head(
+        &self,
+        server: &str,
+        backup: &str,
+        key: &str,
+    ) -> Result<(u64, i64), AdapterError> {
+        let store = &self.store;
+        match store
+            .client
+            .head_object()
+            .bucket(&store.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(head) => Ok((
+                head.content_length().unwrap_or(0).max(0) as u64,
+                head.last_modified().map(|t| t.secs()).unwrap_or(0),
+            )),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
+                Err(AdapterError::not_found(format!(
+                    "no backup {backup} of server {server}: {} does not exist",
+                    store.url(key)
+                )))
+            }
+            Err(e) => Err(s3_error("HeadObject", store.url(key), &store.bucket, &e)),
+        }
+    }
+}
+
+aerie_adapter_api::export_adapter!(S3Adapter);

@@ -47,7 +47,9 @@ impl WingsAdapter {
     /// Where `backup` is written until it is finished.
     fn partial_path(&self, backup: &str) -> Result<PathBuf, AdapterError> {
         check_backup_name(backup)?;
-        Ok(self.directory.join(format!(".{backup}{ARCHIVE_SUFFIX}.partial")))
+        Ok(self
+            .directory
+            .join(format!(".{backup}{ARCHIVE_SUFFIX}.partial")))
     }
 }
 
@@ -55,7 +57,9 @@ impl WingsAdapter {
 fn check_backup_name(backup: &str) -> Result<(), AdapterError> {
     let safe = !backup.is_empty()
         && backup.len() <= 64
-        && backup.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        && backup
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
     if safe {
         Ok(())
     } else {
@@ -222,7 +226,9 @@ pub struct FileSink {
 
 impl FileSink {
     fn file(&mut self) -> &mut File {
-        self.file.as_mut().expect("a sink is used only until finish or abort")
+        self.file
+            .as_mut()
+            .expect("a sink is used only until finish or abort")
     }
 
     fn discard(&mut self) -> Result<(), AdapterError> {
@@ -262,7 +268,8 @@ impl FileSink {
     fn publish(&mut self, size: u64) -> Result<StoredBackup, AdapterError> {
         let partial = self.partial_path.display().to_string();
         let file = self.file.take().expect("finish is called once");
-        file.sync_all().map_err(|e| AdapterError::io(&partial, &e))?;
+        file.sync_all()
+            .map_err(|e| AdapterError::io(&partial, &e))?;
         let written = file
             .metadata()
             .map_err(|e| AdapterError::io(&partial, &e))?

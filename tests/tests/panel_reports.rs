@@ -1,0 +1,197 @@
+//! Status reports to the Panel, against a stand-in that checks every request against what
+//! the Panel accepts: one report per backup, failures reported, and a report the Panel
+//! cannot take yet is kept (with the archive) and delivered later, across restarts.
+
+use aerie_e2e::panel::PanelStandIn;
+use aerie_e2e::{fixture_library, new_uuid, Daemon, Node};
+use reqwest::Method;
+
+const SERVER: &str = "3b9e6f8a-1c2d-4e5f-8a7b-9c0d1e2f3a4b";
+
+fn node_with_panel(panel: &PanelStandIn) -> Node {
+    let mut node = Node::new();
+    node.extra_config = format!("remote: {}\nremote_query:\n  timeout: 5\n", panel.url());
+    std::fs::write(node.server(SERVER).join("level.dat"), b"level").unwrap();
+    node
+}
+
+fn queued(daemon: &Daemon) -> Vec<serde_json::Value> {
+    let reply = daemon.send(daemon.request(Method::GET, "/api/notifications"));
+    assert_eq!(reply.status, 200);
+    reply.json.as_array().unwrap().clone()
+}
+
+#[test]
+fn a_good_backup_is_reported_once_with_its_checksum_and_no_parts() {
+    let panel = PanelStandIn::start("test", "test-node-token-0123456789");
+    let node = node_with_panel(&panel);
+    let daemon = node.start();
+    let uuid = new_uuid();
+    daemon.start_backup(SERVER, "wings", &uuid, "");
+    let status = daemon.wait_for_end(SERVER, &uuid);
+    let reports = panel.wait_for_accepted(1);
+    assert_eq!(reports[0].path, format!("/api/remote/backups/{uuid}"));
+    let body = &reports[0].body;
+    assert_eq!(body["successful"], true);
+    assert_eq!(body["checksum"], status["checksum"]);
+    assert_eq!(body["checksum_type"], "sha1");
+    assert_eq!(body["size"], status["size"]);
+    assert!(body["parts"].is_null());
+    assert!(queued(&daemon).is_empty());
+    daemon.stop();
+    assert_eq!(panel.received().len(), 1, "reported exactly once");
+}
+
+#[test]
+fn a_failed_backup_is_reported_unsuccessful() {
+    let panel = PanelStandIn::start("test", "test-node-token-0123456789");
+    let mut node = node_with_panel(&panel);
+    node.plugins = Some(format!(
+        "adapters:\n  - name: wings\n    library: {}\n    config:\n      directory: {}\n      fail_after_bytes: 0\n",
+        fixture_library().display(),
+        node.dir.path().join("store").display()
+    ));
+    let daemon = node.start();
+    let uuid = new_uuid();
+    daemon.start_backup(SERVER, "wings", &uuid, "");
+    assert_eq!(daemon.wait_for_end(SERVER, &uuid)["state"], "failed");
+    let reports = panel.wait_for_accepted(1);
+    assert_eq!(reports[0].body["successful"], false);
+    assert_eq!(reports[0].body["size"], 0);
+    assert!(reports[0].body["parts"].is_null());
+}
+
+#[test]
+fn server_errors_are_retried_and_a_refusal_is_final_without_losing_the_archive() {
+    let panel = PanelStandIn::start("test", "test-node-token-0123456789");
+    panel.answer_next(&[500, 502]);
+    let node = node_with_panel(&panel);
+    let daemon = node.start();
+    let retried = new_uuid();
+    daemon.start_backup(SERVER, "wings", &retried, "");
+    daemon.wait_for_end(SERVER, &retried);
+    panel.wait_for_accepted(1);
+    let statuses: Vec<u16> = panel.received().iter().map(|r| r.answered).collect();
+    assert_eq!(statuses, vec![500, 502, 204]);
+
+    // A 4xx (e.g. "already completed") is not retried, and unlike Wings the archive stays.
+    panel.answer_next(&[400]);
+    let refused = new_uuid();
+    daemon.start_backup(SERVER, "wings", &refused, "");
+    daemon.wait_for_end(SERVER, &refused);
+    let start = std::time::Instant::now();
+    while panel.received().len() < 4 || !queued(&daemon).is_empty() {
+        assert!(start.elapsed() < aerie_e2e::HANG_GUARD);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(panel.received()[3].answered, 400);
+    assert!(node
+        .backup_dir()
+        .join(format!("{refused}.tar.gz"))
+        .is_file());
+    assert!(
+        daemon.log().contains("the stand-in answered 400"),
+        "the Panel's detail is logged"
+    );
+    daemon.stop();
+    assert_eq!(panel.received().len(), 4);
+}
+
+#[test]
+fn a_panel_that_is_down_at_completion_gets_the_report_when_it_is_back() {
+    let mut panel = PanelStandIn::start("test", "test-node-token-0123456789");
+    let node = node_with_panel(&panel);
+    let daemon = node.start();
+    panel.go_down();
+    let uuid = new_uuid();
+    daemon.start_backup(SERVER, "wings", &uuid, "");
+    assert_eq!(daemon.wait_for_end(SERVER, &uuid)["state"], "completed");
+    let pending = queued(&daemon);
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0]["backup"], uuid);
+    std::thread::sleep(std::time::Duration::from_secs(20));
+    assert!(
+        node.backup_dir().join(format!("{uuid}.tar.gz")).is_file(),
+        "the archive is kept"
+    );
+    panel.come_back();
+    let reports = panel.wait_for_accepted(1);
+    assert_eq!(reports[0].body["successful"], true);
+}
+
+#[test]
+fn a_report_survives_a_restart_of_the_daemon() {
+    let mut panel = PanelStandIn::start("test", "test-node-token-0123456789");
+    let node = node_with_panel(&panel);
+    panel.go_down();
+    let daemon = node.start();
+    let uuid = new_uuid();
+    daemon.start_backup(SERVER, "wings", &uuid, "");
+    daemon.wait_for_end(SERVER, &uuid);
+    assert_eq!(queued(&daemon).len(), 1);
+    daemon.stop();
+
+    let daemon = node.start();
+    panel.come_back();
+    let reports = panel.wait_for_accepted(1);
+    assert_eq!(reports[0].path, format!("/api/remote/backups/{uuid}"));
+    assert_eq!(reports[0].body["successful"], true);
+    drop(daemon);
+}
+
+#[test]
+fn a_backup_cut_off_by_a_crash_is_reported_failed_at_the_next_start() {
+    let panel = PanelStandIn::start("test", "test-node-token-0123456789");
+    let mut node = node_with_panel(&panel);
+    // Slow enough to be running when the daemon is killed.
+    let mut state = 1u64;
+    let noise: Vec<u8> = (0..4_000_000)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            (state >> 33) as u8
+        })
+        .collect();
+    std::fs::write(node.server(SERVER).join("noise.bin"), noise).unwrap();
+    node.system_extra = "  backups:\n    write_limit: 1\n".into();
+    let daemon = node.start();
+    let uuid = new_uuid();
+    daemon.start_backup(SERVER, "wings", &uuid, "");
+    daemon.crash();
+    assert!(panel.received().is_empty());
+
+    let _daemon = node.start();
+    let reports = panel.wait_for_accepted(1);
+    assert_eq!(reports[0].path, format!("/api/remote/backups/{uuid}"));
+    assert_eq!(reports[0].body["successful"], false);
+}
+
+#[test]
+fn an_operator_can_drop_a_report_the_panel_will_never_take() {
+    let mut panel = PanelStandIn::start("test", "test-node-token-0123456789");
+    let node = node_with_panel(&panel);
+    panel.go_down();
+    let daemon = node.start();
+    let uuid = new_uuid();
+    daemon.start_backup(SERVER, "wings", &uuid, "");
+    daemon.wait_for_end(SERVER, &uuid);
+    let pending = queued(&daemon);
+    let id = pending[0]["id"].as_i64().unwrap();
+    let reply = daemon.send(daemon.request(Method::DELETE, &format!("/api/notifications/{id}")));
+    assert_eq!(reply.status, 204);
+    assert!(queued(&daemon).is_empty());
+    let reply = daemon.send(daemon.request(Method::DELETE, &format!("/api/notifications/{id}")));
+    assert_eq!(reply.status, 404);
+}
+
+#[test]
+fn without_a_remote_nothing_is_queued() {
+    let node = Node::new();
+    std::fs::write(node.server(SERVER).join("a"), b"a").unwrap();
+    let daemon = node.start();
+    let uuid = new_uuid();
+    daemon.start_backup(SERVER, "wings", &uuid, "");
+    daemon.wait_for_end(SERVER, &uuid);
+    assert!(queued(&daemon).is_empty());
+}
