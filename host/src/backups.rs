@@ -10,15 +10,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aerie_adapter_api::host::LoadedAdapter;
-use aerie_adapter_api::{ErrorKind, StoredBackup};
+use aerie_adapter_api::{BackupInfo, ErrorKind, StoredBackup};
 use anyhow::anyhow;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use crate::archive::{self, ArchiveSettings, IgnoreRules, Progress, Written};
 use crate::events::panel::Notifier;
 use crate::events::{self, EventBus};
+use crate::locks::ServerLocks;
 use crate::plugins::{Adapter, Adapters};
 use crate::registry::{BackupRecord, Registry, ReserveError, State};
 
@@ -52,6 +53,9 @@ pub enum StartError {
     /// The uuid is running or stored already.
     #[error("A backup with the identifier {0} already exists on this node ({1}).")]
     Conflict(String, &'static str),
+    /// The server is being restored.
+    #[error("This server is being restored; try again when the restore is done.")]
+    Restoring,
     /// Something on this side failed.
     #[error("The backup could not be started: {0}")]
     Internal(String),
@@ -77,8 +81,11 @@ pub struct BackupStatus {
 struct RunningJob {
     /// How far it has come.
     progress: Arc<Progress>,
-    /// Set to stop it (at shutdown); the pipeline checks it between entries and chunks.
+    /// Set to stop it (at shutdown, or when it is deleted); the pipeline checks it between
+    /// entries and chunks, then aborts its sink.
     cancelled: Arc<AtomicBool>,
+    /// Turns true once the job has ended and recorded how.
+    ended: watch::Receiver<bool>,
 }
 
 /// All backups of this node: the registry, the running jobs and the way to start one.
@@ -93,6 +100,8 @@ pub struct Backups {
     adapters: Arc<Adapters>,
     /// Where backup events are published.
     events: Arc<EventBus>,
+    /// Keeps backups and restores of one server apart.
+    locks: Arc<ServerLocks>,
     /// Delivers reports to the Panel; `None` when `remote` is unset.
     notifier: Option<Arc<Notifier>>,
     /// Jobs running now, by backup uuid.
@@ -121,14 +130,15 @@ pub fn is_canonical_uuid(text: &str) -> bool {
 }
 
 impl Backups {
-    /// The backups of this node, over `registry` and `adapters`, publishing to `events`
-    /// and reporting through `notifier`.
+    /// The backups of this node, over `registry` and `adapters`, publishing to `events`,
+    /// sharing servers through `locks` and reporting through `notifier`.
     pub fn new(
         data_directory: PathBuf,
         settings: ArchiveSettings,
         registry: Arc<Registry>,
         adapters: Arc<Adapters>,
         events: Arc<EventBus>,
+        locks: Arc<ServerLocks>,
         notifier: Option<Arc<Notifier>>,
     ) -> Self {
         let (alive, done) = mpsc::channel(1);
@@ -138,6 +148,7 @@ impl Backups {
             registry,
             adapters,
             events,
+            locks,
             notifier,
             running: Mutex::new(HashMap::new()),
             jobs_alive: Mutex::new(Some(alive)),
@@ -180,6 +191,10 @@ impl Backups {
             .expect("jobs lock")
             .clone()
             .ok_or_else(|| StartError::Internal("the daemon is shutting down".into()))?;
+        let guard = self
+            .locks
+            .try_backup(server)
+            .map_err(|_| StartError::Restoring)?;
         match self.registry.reserve(&request.uuid, server, &adapter.name) {
             Ok(()) => {}
             Err(ReserveError::Taken(State::Running)) => {
@@ -190,9 +205,11 @@ impl Backups {
             }
             Err(ReserveError::Database(e)) => return Err(StartError::Internal(e)),
         }
+        let (ended_tx, ended) = watch::channel(false);
         let job = RunningJob {
             progress: Arc::new(Progress::default()),
             cancelled: Arc::new(AtomicBool::new(false)),
+            ended,
         };
         let (progress, cancelled) = (job.progress.clone(), job.cancelled.clone());
         self.running
@@ -206,6 +223,8 @@ impl Backups {
             async move {
                 this.run(server, root, request, adapter, progress, cancelled)
                     .await;
+                drop(guard);
+                let _ = ended_tx.send(true);
                 drop(alive);
             }
             .instrument(span),
@@ -264,14 +283,7 @@ impl Backups {
                     seconds = started.elapsed().as_secs_f64(),
                     "backup completed"
                 );
-                let parts = stored.panel_completes.then(|| {
-                    stored
-                        .parts
-                        .iter()
-                        .map(|p| (p.etag.clone(), p.number))
-                        .collect()
-                });
-                let report = events::backup_report(Some((&written.sha1, written.size, parts)));
+                let report = events::backup_report(Some((written, stored)));
                 let recorded = self.registry.complete(
                     &uuid,
                     &written.sha1,
@@ -281,10 +293,7 @@ impl Backups {
                         .as_ref()
                         .map(|_| (uuid.as_str(), report_path.as_str(), report.as_str())),
                 );
-                (
-                    recorded,
-                    events::backup_completed(&uuid, Some((&written.sha1, written.size))),
-                )
+                (recorded, events::backup_completed(&uuid, Some(written)))
             }
             Err(err) => {
                 let reason = format!("{err:#}");
@@ -311,6 +320,68 @@ impl Backups {
             self.events.publish(&server, event);
         }
         self.running.lock().expect("jobs lock").remove(&uuid);
+    }
+
+    /// Where backup `uuid` of `server` is stored: the adapter the registry recorded, or,
+    /// for a backup the registry never saw (an archive copied over from a Wings node), any
+    /// adapter that holds it.
+    pub async fn locate(
+        &self,
+        server: &str,
+        uuid: &str,
+    ) -> anyhow::Result<Option<(Arc<Adapter>, BackupInfo)>> {
+        let recorded = self
+            .registry
+            .get(uuid)?
+            .filter(|record| record.server == server)
+            .and_then(|record| self.adapters.get(&record.adapter));
+        let candidates: Vec<Arc<Adapter>> = match recorded {
+            Some(adapter) => vec![adapter],
+            None => self.adapters.all().cloned().collect(),
+        };
+        for adapter in candidates {
+            let (s, u) = (server.to_string(), uuid.to_string());
+            match adapter.run(move |a| a.stat(&s, &u)).await {
+                Ok(info) => return Ok(Some((adapter, info))),
+                Err(err) if err.kind == ErrorKind::NOT_FOUND => continue,
+                Err(err) => anyhow::bail!("adapter {}: {err}", adapter.name),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes backup `uuid` of `server`: a running one is cancelled first (its sink
+    /// aborts); then the stored archive and the registry's record go. `Ok(false)` when
+    /// neither the registry nor any adapter knows it.
+    pub async fn delete(&self, server: &str, uuid: &str) -> anyhow::Result<bool> {
+        let running = {
+            let running = self.running.lock().expect("jobs lock");
+            running.get(uuid).map(|job| {
+                job.cancelled.store(true, Ordering::Relaxed);
+                job.ended.clone()
+            })
+        };
+        if let Some(mut ended) = running {
+            tracing::info!(backup = %uuid, server = %server, "cancelling the running backup to delete it");
+            let _ = ended.wait_for(|ended| *ended).await;
+        }
+        let record = self
+            .registry
+            .get(uuid)?
+            .filter(|record| record.server == server);
+        let stored = self.locate(server, uuid).await?;
+        if let Some((adapter, _)) = &stored {
+            let (s, u) = (server.to_string(), uuid.to_string());
+            adapter
+                .run(move |a| a.delete(&s, &u))
+                .await
+                .map_err(|e| anyhow::anyhow!("adapter {}: {e}", adapter.name))?;
+            tracing::info!(backup = %uuid, server = %server, adapter = %adapter.name, "deleted backup");
+        }
+        if record.is_some() {
+            self.registry.remove(uuid)?;
+        }
+        Ok(record.is_some() || stored.is_some())
     }
 
     /// The status of backup `uuid` of `server`, if known.

@@ -110,6 +110,20 @@ pub struct System {
     /// `system.backups.*`.
     #[serde(default)]
     pub backups: Backups,
+    /// `system.user.*`: who owns restored files.
+    #[serde(default)]
+    pub user: User,
+}
+
+/// `system.user.*`, as in Wings: restored files are owned by this uid/gid when set.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct User {
+    /// Owner of restored files.
+    #[serde(default)]
+    pub uid: Option<u32>,
+    /// Group of restored files.
+    #[serde(default)]
+    pub gid: Option<u32>,
 }
 
 impl Default for System {
@@ -120,6 +134,7 @@ impl Default for System {
             backup_directory: default_backup_directory(),
             backup_write_limit: None,
             backups: Backups::default(),
+            user: User::default(),
         }
     }
 }
@@ -145,6 +160,10 @@ pub struct Backups {
     /// How hard to compress.
     #[serde(default)]
     pub compression_level: CompressionLevel,
+    /// Hosts, IPs and CIDRs a restore's `download_url` may reach although they are
+    /// loopback or private (later Wings' key).
+    #[serde(default)]
+    pub restore_host_allowlist: Vec<String>,
 }
 
 /// Wings' three compression settings.
@@ -196,6 +215,14 @@ impl Config {
         if self.token.trim().is_empty() {
             bail!("token: must not be empty (it is the bearer token the Panel sends)");
         }
+        for entry in &self.system.backups.restore_host_allowlist {
+            if let Err(err) = entry.parse::<crate::restore::fetch::AllowEntry>() {
+                bail!("system.backups.restore_host_allowlist: {err}");
+            }
+        }
+        if self.system.user.uid.is_some() != self.system.user.gid.is_some() {
+            bail!("system.user: set both uid and gid, or neither");
+        }
         if self.remote_query.timeout == 0 {
             bail!("remote_query.timeout: must be at least 1 second");
         }
@@ -233,6 +260,11 @@ impl Config {
             plugins: None,
             ignored_keys: Vec::new(),
         })
+    }
+
+    /// The owner (uid, gid) of restored files, if configured.
+    pub fn restore_owner(&self) -> Option<(u32, u32)> {
+        self.system.user.uid.zip(self.system.user.gid)
     }
 
     /// The write limit in bytes per second, if any (`backups.write_limit` wins over the older

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::{
     body::Bytes,
-    extract::{ws::WebSocketUpgrade, Path, Request, State},
+    extract::{ws::WebSocketUpgrade, Path, Query, Request, State},
     http::{header, HeaderValue, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -16,9 +16,11 @@ use subtle::ConstantTimeEq;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::backups::{BackupRequest, Backups, StartError};
+use crate::backups::{is_canonical_uuid, BackupRequest, Backups, StartError};
+use crate::download::Downloads;
 use crate::events::{websocket, EventBus};
 use crate::registry::Registry;
+use crate::restore::{RestoreError, RestoreRequest, Restores};
 
 /// What every handler shares.
 pub struct AppState {
@@ -26,6 +28,10 @@ pub struct AppState {
     pub token: String,
     /// The backups of this node.
     pub backups: Arc<Backups>,
+    /// The restores of this node.
+    pub restores: Arc<Restores>,
+    /// Download links.
+    pub downloads: Downloads,
     /// The registry, for the queue of Panel reports.
     pub registry: Arc<Registry>,
     /// Where websocket sessions get their events.
@@ -85,24 +91,60 @@ impl From<StartError> for ApiError {
         let status = match err {
             StartError::ServerNotFound => StatusCode::NOT_FOUND,
             StartError::InvalidUuid | StartError::UnknownAdapter(_) => StatusCode::BAD_REQUEST,
-            StartError::Conflict(..) => StatusCode::CONFLICT,
+            StartError::Conflict(..) | StartError::Restoring => StatusCode::CONFLICT,
             StartError::Internal(_) => return ApiError::internal(err),
         };
         ApiError::new(status, err.to_string())
     }
 }
 
+impl From<RestoreError> for ApiError {
+    fn from(err: RestoreError) -> Self {
+        let status = match err {
+            RestoreError::Busy(_) => StatusCode::CONFLICT,
+            RestoreError::BackupNotFound => StatusCode::NOT_FOUND,
+            RestoreError::UnknownAdapter(_) | RestoreError::Source(_) => StatusCode::BAD_REQUEST,
+            RestoreError::Internal(_) => return ApiError::internal(err),
+        };
+        ApiError::new(status, err.to_string())
+    }
+}
+
+fn backup_not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "The requested backup was not found on this server.",
+    )
+}
+
+fn invalid_uuid() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "The backup identifier must be a valid UUID.",
+    )
+}
+
 /// Every route, with auth, request ids and request tracing.
 pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/api/servers/{server}/backup", post(create_backup))
-        .route("/api/servers/{server}/backup/{uuid}", get(backup_status))
+        .route(
+            "/api/servers/{server}/backup/{uuid}",
+            get(backup_status).delete(delete_backup),
+        )
+        .route(
+            "/api/servers/{server}/backup/{uuid}/restore",
+            post(restore_backup),
+        )
         .route("/api/servers/{server}/backups", get(list_backups))
         .route("/api/notifications", get(list_notifications))
         .route("/api/notifications/{id}", delete(drop_notification))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     // The websocket authenticates inside the protocol (a JWT in its first message).
-    let open = Router::new().route("/api/servers/{server}/ws", get(open_websocket));
+    // The download link carries its own token in the query.
+    let open = Router::new()
+        .route("/api/servers/{server}/ws", get(open_websocket))
+        .route("/download/backup", get(download_backup));
     api.merge(open)
         .fallback(|| async {
             ApiError::new(
@@ -166,6 +208,63 @@ async fn create_backup(
     Ok(StatusCode::ACCEPTED)
 }
 
+/// `POST /api/servers/{server}/backup/{uuid}/restore`: 202 once the source is checked; the
+/// restore runs in the background.
+async fn restore_backup(
+    State(state): State<Arc<AppState>>,
+    Path((server, uuid)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let root = state
+        .backups
+        .server_root(&server)
+        .ok_or_else(ApiError::server_not_found)?;
+    if !is_canonical_uuid(&uuid) {
+        return Err(invalid_uuid());
+    }
+    let request: RestoreRequest = parse_json(&body)?;
+    state.restores.start(&server, root, &uuid, request).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// `DELETE /api/servers/{server}/backup/{uuid}`: 204 once the backup is gone (a running
+/// one is cancelled first).
+async fn delete_backup(
+    State(state): State<Arc<AppState>>,
+    Path((server, uuid)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    if state.backups.server_root(&server).is_none() {
+        return Err(ApiError::server_not_found());
+    }
+    if !is_canonical_uuid(&uuid) {
+        return Err(invalid_uuid());
+    }
+    match state.backups.delete(&server, &uuid).await {
+        Ok(true) => Ok(StatusCode::NO_CONTENT),
+        Ok(false) => Err(backup_not_found()),
+        Err(err) => Err(ApiError::internal(format!("{err:#}"))),
+    }
+}
+
+/// The download link's query.
+#[derive(serde::Deserialize)]
+struct DownloadQuery {
+    token: Option<String>,
+}
+
+/// `GET /download/backup?token=<JWT>`: streams a backup to a browser.
+async fn download_backup(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<DownloadQuery>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    state
+        .downloads
+        .serve(query.token.as_deref(), &headers)
+        .await
+        .map_err(|(status, message)| ApiError::new(status, message))
+}
+
 /// `GET /api/servers/{server}/backup/{uuid}`: one backup's status (an aerie addition).
 async fn backup_status(
     State(state): State<Arc<AppState>>,
@@ -173,10 +272,7 @@ async fn backup_status(
 ) -> Result<Response, ApiError> {
     match state.backups.status(&server, &uuid) {
         Ok(Some(status)) => Ok(Json(status).into_response()),
-        Ok(None) => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "The requested backup was not found on this server.",
-        )),
+        Ok(None) => Err(backup_not_found()),
         Err(err) => Err(ApiError::internal(format!("{err:#}"))),
     }
 }

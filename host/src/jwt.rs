@@ -59,12 +59,12 @@ pub fn unix_now() -> i64 {
 /// Verifies `token` against `key` at time `now` (Unix seconds).
 pub fn verify(token: &str, key: &[u8], now: i64) -> Result<Claims, JwtError> {
     let mut parts = token.trim().split('.');
-    let (Some(header), Some(payload), Some(signature), None) =
+    let (Some(header_text), Some(payload), Some(signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(JwtError::Malformed);
     };
-    let header: Map<String, Value> = decode_json(header)?;
+    let header: Map<String, Value> = decode_json(header_text)?;
     if header.get("alg").and_then(Value::as_str) != Some("HS256") {
         return Err(JwtError::WrongAlgorithm);
     }
@@ -72,7 +72,7 @@ pub fn verify(token: &str, key: &[u8], now: i64) -> Result<Claims, JwtError> {
         .decode(signature)
         .map_err(|_| JwtError::Malformed)?;
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(token.trim()[..token.trim().rfind('.').unwrap_or(0)].as_bytes());
+    mac.update(format!("{header_text}.{payload}").as_bytes());
     mac.verify_slice(&signature)
         .map_err(|_| JwtError::BadSignature)?;
     let claims = Claims(decode_json(payload)?);

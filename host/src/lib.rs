@@ -6,11 +6,15 @@
 pub mod archive;
 pub mod backups;
 pub mod config;
+pub mod download;
 pub mod events;
 pub mod http;
 pub mod jwt;
+pub mod locks;
 pub mod plugins;
+pub mod rate_limit;
 pub mod registry;
+pub mod restore;
 
 use std::sync::Arc;
 
@@ -19,10 +23,14 @@ use anyhow::Context;
 use crate::archive::ArchiveSettings;
 use crate::backups::Backups;
 use crate::config::Config;
+use crate::download::Downloads;
 use crate::events::panel::{Notifier, Panel};
 use crate::events::EventBus;
+use crate::locks::ServerLocks;
 use crate::plugins::Adapters;
 use crate::registry::Registry;
+use crate::restore::fetch::FetchPolicy;
+use crate::restore::{RestoreSettings, Restores};
 
 /// Runs the daemon until SIGINT or SIGTERM: loads the adapters, opens the registry,
 /// recovers from an earlier stop, serves HTTP, and on shutdown stops running backups.
@@ -57,13 +65,39 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let adapters = Arc::new(adapters);
+    let locks = Arc::new(ServerLocks::default());
     let backups = Arc::new(Backups::new(
         config.system.data.clone(),
         settings,
         registry.clone(),
-        Arc::new(adapters),
+        adapters.clone(),
+        events.clone(),
+        locks.clone(),
+        notifier.clone(),
+    ));
+    let allowlist = config
+        .system
+        .backups
+        .restore_host_allowlist
+        .iter()
+        .map(|entry| entry.parse())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("system.backups.restore_host_allowlist: {e}"))?;
+    let restores = Arc::new(Restores::new(
+        locks,
+        adapters,
+        registry.clone(),
         events.clone(),
         notifier.clone(),
+        RestoreSettings {
+            read_limit: config.write_limit_bytes(),
+            owner: config.restore_owner(),
+            fetch_policy: FetchPolicy {
+                allowlist,
+                ..FetchPolicy::default()
+            },
+        },
     ));
     backups.recover_interrupted().await?;
     if let Some(notifier) = &notifier {
@@ -75,6 +109,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let state = Arc::new(http::AppState {
         token: config.token.clone(),
         backups: backups.clone(),
+        restores: restores.clone(),
+        downloads: Downloads::new(config.token.clone(), backups.clone()),
         registry,
         events,
         allowed_origins,
@@ -92,7 +128,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("the HTTP server failed")?;
-    tracing::info!("shutting down: stopping running backups");
+    tracing::info!("shutting down: stopping running backups and restores");
+    restores.stop_all();
     backups.shut_down().await;
     Ok(())
 }

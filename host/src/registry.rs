@@ -325,6 +325,12 @@ impl Registry {
         .map(drop)
     }
 
+    /// Forgets a backup (after it was deleted).
+    pub fn remove(&self, uuid: &str) -> anyhow::Result<()> {
+        self.with(|c| c.execute("DELETE FROM backups WHERE uuid = ?1", [uuid]))
+            .map(drop)
+    }
+
     /// The backup with this uuid.
     pub fn get(&self, uuid: &str) -> anyhow::Result<Option<BackupRecord>> {
         self.with(|c| {

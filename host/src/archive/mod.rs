@@ -5,7 +5,6 @@
 
 mod ignore_rules;
 mod output;
-mod rate_limit;
 mod tree;
 
 use std::path::Path;

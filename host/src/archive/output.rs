@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use aerie_adapter_api::host::SinkHandle;
 use sha1::{Digest, Sha1};
 
-use super::rate_limit::RateLimiter;
+use crate::rate_limit::RateLimiter;
 
 /// The size of the chunks handed to the sink: big enough that crossing the library
 /// boundary costs nothing, small enough that memory stays flat.

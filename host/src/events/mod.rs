@@ -5,9 +5,12 @@ pub mod bus;
 pub mod panel;
 pub mod websocket;
 
+use aerie_adapter_api::StoredBackup;
 use serde_json::json;
 
 pub use bus::{Event, EventBus};
+
+use crate::archive::Written;
 
 /// `backup started`: `{"uuid","adapter"}` (new in aerie).
 pub fn backup_started(uuid: &str, adapter: &str) -> Event {
@@ -28,8 +31,8 @@ pub fn backup_progress(uuid: &str, bytes_done: u64, bytes_total: u64) -> Event {
 
 /// `backup completed` and `backup completed:<uuid>` with Wings' payload; the Panel's
 /// frontend listens for the second, Wings only ever sends the first.
-pub fn backup_completed(uuid: &str, outcome: Option<(&str, u64)>) -> [Event; 2] {
-    let (checksum, size) = outcome.unwrap_or(("", 0));
+pub fn backup_completed(uuid: &str, outcome: Option<&Written>) -> [Event; 2] {
+    let (checksum, size) = outcome.map_or(("", 0), |w| (w.sha1.as_str(), w.size));
     let payload = json!({
         "checksum": checksum,
         "checksum_type": "sha1",
@@ -45,17 +48,19 @@ pub fn backup_completed(uuid: &str, outcome: Option<(&str, u64)>) -> [Event; 2] 
 }
 
 /// The Panel's body for `POST /api/remote/backups/<uuid>`: exactly
-/// `{"checksum","checksum_type","size","successful","parts"}`.
-pub fn backup_report(outcome: Option<(&str, u64, Option<Vec<(String, u32)>>)>) -> String {
+/// `{"checksum","checksum_type","size","successful","parts"}`, with `parts` only when the
+/// adapter left the upload for the Panel to complete.
+pub fn backup_report(outcome: Option<(&Written, &StoredBackup)>) -> String {
     match outcome {
-        Some((checksum, size, parts)) => json!({
-            "checksum": checksum,
+        Some((written, stored)) => json!({
+            "checksum": written.sha1,
             "checksum_type": "sha1",
-            "size": size,
+            "size": written.size,
             "successful": true,
-            "parts": parts.map(|parts| parts
-                .into_iter()
-                .map(|(etag, part_number)| json!({"etag": etag, "part_number": part_number}))
+            "parts": stored.panel_completes.then(|| stored
+                .parts
+                .iter()
+                .map(|p| json!({"etag": p.etag, "part_number": p.number}))
                 .collect::<Vec<_>>()),
         }),
         None => json!({

@@ -1,4 +1,5 @@
-//! A token bucket that holds a stream of bytes to `system.backups.write_limit`, as Wings'
+//! A token bucket that holds a stream of bytes to `system.backups.write_limit` (compressed
+//! bytes written by a backup, read by a restore), as Wings'
 //! `juju/ratelimit` does: the rate per second is also the burst.
 
 use std::time::{Duration, Instant};

@@ -1,0 +1,297 @@
+//! `GET /download/backup?token=<JWT>`: a user's browser downloads a backup with a one-time
+//! link the Panel signed with the node token. The body streams from the backup's adapter
+//! (so an S3 backup downloads too), with `Range` support for resuming a large download.
+//! Unlike Wings, a bad or expired token is a 401/403 that says why, not a 500.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+use crate::backups::{is_canonical_uuid, Backups};
+use crate::jwt::{self, unix_now, JwtError};
+
+/// Bytes read from the adapter per body chunk.
+const CHUNK_BYTES: usize = 256 * 1024;
+/// Chunks read ahead of a slow client.
+const CHUNKS_AHEAD: usize = 4;
+
+/// Why a download is refused: a status and the message for the user.
+pub type Refusal = (StatusCode, String);
+
+/// Checks download tokens and remembers the one-time ids already used.
+pub struct Downloads {
+    /// The node token, the tokens' HS256 key.
+    key: String,
+    /// `unique_id`s seen, with the `exp` of their token: a replay before then is refused.
+    used: Mutex<HashMap<String, i64>>,
+    backups: Arc<Backups>,
+}
+
+/// The part of a backup a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u64,
+    /// Inclusive.
+    end: u64,
+}
+
+impl Downloads {
+    /// Downloads signed with `key`, served from `backups`.
+    pub fn new(key: String, backups: Arc<Backups>) -> Self {
+        Self {
+            key,
+            used: Mutex::new(HashMap::new()),
+            backups,
+        }
+    }
+
+    /// Serves the download a `token` allows.
+    pub async fn serve(
+        &self,
+        token: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Result<Response, Refusal> {
+        let refuse = |status, message: &str| (status, message.to_string());
+        let token = token
+            .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "The download link has no token."))?;
+        let claims = jwt::verify(token, self.key.as_bytes(), unix_now()).map_err(|e| match e {
+            JwtError::BadSignature | JwtError::WrongAlgorithm => refuse(
+                StatusCode::FORBIDDEN,
+                "The download link's signature is not valid.",
+            ),
+            JwtError::Expired => refuse(StatusCode::FORBIDDEN, "The download link has expired."),
+            JwtError::Malformed | JwtError::NoExpiry => refuse(
+                StatusCode::UNAUTHORIZED,
+                "The download link's token is malformed.",
+            ),
+        })?;
+        let (Some(server), Some(backup), Some(unique_id)) = (
+            claims.string("server_uuid"),
+            claims.string("backup_uuid"),
+            claims.string("unique_id"),
+        ) else {
+            return Err(refuse(
+                StatusCode::UNAUTHORIZED,
+                "The download link's token lacks server_uuid, backup_uuid or unique_id.",
+            ));
+        };
+        if !is_canonical_uuid(backup) || self.backups.server_root(server).is_none() {
+            return Err(refuse(
+                StatusCode::NOT_FOUND,
+                "The requested backup was not found on this server.",
+            ));
+        }
+        let located = self.backups.locate(server, backup).await.map_err(|e| {
+            tracing::error!("cannot look the backup up: {e:#}");
+            refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The backup could not be read.",
+            )
+        })?;
+        let Some((adapter, info)) = located else {
+            return Err(refuse(
+                StatusCode::NOT_FOUND,
+                "The requested backup was not found on this server.",
+            ));
+        };
+        let span = match requested_span(headers, info.size) {
+            Ok(span) => span,
+            Err(()) => {
+                let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+                response.headers_mut().insert(
+                    header::CONTENT_RANGE,
+                    HeaderValue::from_str(&format!("bytes */{}", info.size)).expect("ascii"),
+                );
+                return Ok(response);
+            }
+        };
+        if !self.first_use(unique_id, claims.expires_at()) {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                "This download link has already been used.",
+            ));
+        }
+        let (whole, offset) = (span.is_none(), span.map_or(0, |s| s.start));
+        let length = span.map_or(info.size, |s| s.end - s.start + 1);
+        let (server, backup_id) = (server.to_string(), backup.to_string());
+        let source = adapter
+            .run(move |a| a.open(&server, &backup_id, offset))
+            .await
+            .map_err(|e| {
+                tracing::error!("cannot open the backup for download: {e}");
+                refuse(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "The backup could not be read.",
+                )
+            })?;
+        tracing::info!(backup = %backup, offset, length, "download started");
+        let mut response = Response::new(stream_body(source, length));
+        *response.status_mut() = if whole {
+            StatusCode::OK
+        } else {
+            StatusCode::PARTIAL_CONTENT
+        };
+        let headers = response.headers_mut();
+        let text = |s: String| HeaderValue::from_str(&s).expect("ascii header");
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        headers.insert(
+            header::CONTENT_DISPOSITION,
+            text(format!("attachment; filename=\"{backup}.tar.gz\"")),
+        );
+        headers.insert(header::CONTENT_LENGTH, text(length.to_string()));
+        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        if let Some(span) = span {
+            headers.insert(
+                header::CONTENT_RANGE,
+                text(format!("bytes {}-{}/{}", span.start, span.end, info.size)),
+            );
+        }
+        Ok(response)
+    }
+
+    /// Records `unique_id` as used until `expires_at`; false if it was used already.
+    fn first_use(&self, unique_id: &str, expires_at: i64) -> bool {
+        let mut used = self.used.lock().expect("download ids");
+        let now = unix_now();
+        used.retain(|_, exp| *exp > now);
+        if used.contains_key(unique_id) {
+            return false;
+        }
+        used.insert(unique_id.to_string(), expires_at);
+        true
+    }
+}
+
+/// The single byte range a `Range: bytes=a-b` header asks for within `size` bytes:
+/// `Ok(None)` for the whole body (no or unusable header), `Err` when unsatisfiable.
+fn requested_span(headers: &HeaderMap, size: u64) -> Result<Option<Span>, ()> {
+    let Some(value) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        // Several ranges: answer with the whole body, which RFC 9110 allows.
+        return Ok(None);
+    }
+    let Some((first, last)) = spec.split_once('-') else {
+        return Ok(None);
+    };
+    let span = match (first.trim(), last.trim()) {
+        ("", suffix) => {
+            let suffix: u64 = suffix.parse().map_err(|_| ())?;
+            if suffix == 0 || size == 0 {
+                return Err(());
+            }
+            Span {
+                start: size.saturating_sub(suffix),
+                end: size - 1,
+            }
+        }
+        (start, end) => {
+            let start: u64 = start.parse().map_err(|_| ())?;
+            let end = if end.is_empty() {
+                size.saturating_sub(1)
+            } else {
+                end.parse::<u64>()
+                    .map_err(|_| ())?
+                    .min(size.saturating_sub(1))
+            };
+            if start >= size || end < start {
+                return Err(());
+            }
+            Span { start, end }
+        }
+    };
+    Ok(Some(span))
+}
+
+/// Streams `length` bytes of `source` (read on a blocking thread) as a response body.
+fn stream_body(mut source: impl Read + Send + 'static, length: u64) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_AHEAD);
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
+        let mut remaining = length;
+        while remaining > 0 {
+            let mut chunk = vec![0; CHUNK_BYTES.min(remaining as usize)];
+            let n = match source.read(&mut chunk) {
+                Ok(0) => {
+                    let _ = tx.blocking_send(Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the backup ended early",
+                    )));
+                    return;
+                }
+                Ok(n) => n,
+                Err(err) => {
+                    tracing::error!("download failed: {err}");
+                    let _ = tx.blocking_send(Err(err));
+                    return;
+                }
+            };
+            chunk.truncate(n);
+            remaining -= n as u64;
+            if tx.blocking_send(Ok(Bytes::from(chunk))).is_err() {
+                return; // The client went away.
+            }
+        }
+    });
+    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(value: &str, size: u64) -> Result<Option<Span>, ()> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RANGE, HeaderValue::from_str(value).unwrap());
+        requested_span(&headers, size)
+    }
+
+    #[test]
+    fn byte_ranges_are_read_as_rfc_9110_says() {
+        assert_eq!(
+            range("bytes=0-99", 1000),
+            Ok(Some(Span { start: 0, end: 99 }))
+        );
+        assert_eq!(
+            range("bytes=900-", 1000),
+            Ok(Some(Span {
+                start: 900,
+                end: 999
+            }))
+        );
+        assert_eq!(
+            range("bytes=-100", 1000),
+            Ok(Some(Span {
+                start: 900,
+                end: 999
+            }))
+        );
+        assert_eq!(
+            range("bytes=990-5000", 1000),
+            Ok(Some(Span {
+                start: 990,
+                end: 999
+            }))
+        );
+        assert_eq!(range("bytes=1000-", 1000), Err(()));
+        assert_eq!(range("bytes=5-2", 1000), Err(()));
+        assert_eq!(range("bytes=0-1,5-6", 1000), Ok(None));
+        assert_eq!(range("items=0-1", 1000), Ok(None));
+        assert_eq!(requested_span(&HeaderMap::new(), 1000), Ok(None));
+    }
+}

@@ -1,0 +1,1140 @@
+//! Fetching a backup archive from the Panel-supplied `download_url` for a restore.
+//!
+//! On a restore the Panel may hand the daemon a URL (for S3 backups, a presigned
+//! `GetObject` link) and the daemon downloads it and unpacks it into a server's
+//! directory. Whoever can make the Panel send that request chooses where the node
+//! connects, so without care it can be pointed at the loopback interface, the
+//! private network behind the node or a cloud metadata service (server-side request
+//! forgery). Wings 1.11 fetched the link with a bare HTTP client; later upstream Wings
+//! added checks like the ones here, and its error messages are kept verbatim
+//! (`wings-protocol.md` §7.1 item 4 and §7.2).
+//!
+//! What is enforced:
+//! - The link must parse as a URL, use `http` or `https` and have a host. Links that
+//!   carry credentials (`http://user:pass@host/`) are refused as not valid: the Panel
+//!   never makes them, and they would otherwise end up in the request.
+//! - Addresses are checked **at connect time**, on the resolved IPs: a
+//!   [`reqwest::dns::Resolve`] implementation resolves every host name (of the first
+//!   request and of every redirect hop) and drops loopback, private, link-local, CGNAT,
+//!   benchmarking, documentation, multicast, broadcast, unspecified and other
+//!   non-global addresses, including their IPv4-mapped, NAT64 and 6to4 IPv6 forms.
+//!   A host name that resolves to nothing else is refused, so DNS rebinding between a
+//!   check and the connect is not possible. A literal IP in the URL never reaches a
+//!   resolver, so it is checked on the URL itself.
+//! - `system.backups.restore_host_allowlist` entries ([`AllowEntry`]: host name, IP
+//!   or CIDR) lift the block for a matching host name or address.
+//! - At most [`MAX_REDIRECTS`] redirects, each one checked like the first URL; no
+//!   proxy from the environment is used, and no `Referer` is sent (a presigned
+//!   link's signature stays with its own host).
+//! - A connect timeout and a timeout until the response headers (both covering every
+//!   redirect hop); then the body streams with no total limit (an archive may be tens
+//!   of gigabytes) but a read that stalls for [`FetchPolicy::stall_timeout`] fails.
+//! - The final response must be `200` with a `Content-Type` whose media type (any
+//!   parameters ignored, case-insensitive) is `application/x-gzip` or
+//!   `application/gzip`. Like upstream Wings, `application/octet-stream` is refused:
+//!   S3 serves an object with the type it was uploaded with, and both Wings and aerie
+//!   upload archives as `application/x-gzip`.
+//!
+//! URLs are never logged whole: a presigned link is a credential until it expires.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ipnet::IpNet;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::header::CONTENT_TYPE;
+use reqwest::redirect;
+use tokio::sync::mpsc;
+use url::{Host, Url};
+
+/// The most redirects followed before a download is refused (as in upstream Wings).
+pub const MAX_REDIRECTS: usize = 10;
+
+/// Media types accepted for a backup archive.
+const GZIP_MEDIA_TYPES: [&str; 2] = ["application/x-gzip", "application/gzip"];
+
+/// Body chunks buffered ahead of the blocking reader.
+const READ_AHEAD_CHUNKS: usize = 16;
+
+/// Why a restore download was refused or failed.
+///
+/// The `Display` texts are the ones upstream Wings answers with (where it has one), so
+/// they can be returned to the Panel as the `error` of a 400 response. The payloads
+/// carry details for logs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    /// The link does not parse as a URL, has no host or carries credentials; the
+    /// payload says which.
+    #[error("The provided backup link is not a valid URL.")]
+    InvalidUrl(String),
+    /// The link (or a redirect) uses a scheme other than `http` or `https`.
+    #[error("The provided backup link must use HTTP or HTTPS.")]
+    UnsupportedScheme(String),
+    /// The host name or IP address (the payload) is not allowed to be connected to.
+    #[error("The provided backup link resolves to a blocked address.")]
+    BlockedAddress(String),
+    /// More than [`MAX_REDIRECTS`] redirects.
+    #[error("The provided backup link redirected too many times.")]
+    TooManyRedirects,
+    /// The final response status was not `200`.
+    #[error("The provided backup link returned an invalid response status: {0}")]
+    BadStatus(u16),
+    /// The final response's `Content-Type` (the payload, as sent; empty when missing)
+    /// is not a gzip media type.
+    #[error(
+        "The provided backup link is not a supported content type. \"{0}\" is not application/x-gzip."
+    )]
+    BadContentType(String),
+    /// Connecting, waiting for the response headers or waiting for more of the body
+    /// took too long.
+    #[error("The provided backup link did not respond in time.")]
+    Timeout,
+    /// Any other failure to resolve, connect or read; the text never includes the URL.
+    #[error("The provided backup link could not be downloaded: {0}")]
+    Network(String),
+}
+
+/// One entry of `system.backups.restore_host_allowlist`, parsed with [`FromStr`].
+///
+/// A `Host` entry matches that exact host name (case-insensitive, a trailing dot
+/// ignored, no wildcards) and then allows every address it resolves to. An `Ip` or
+/// `Net` entry allows that address or range whatever name led to it; IPv4-mapped IPv6
+/// addresses match their IPv4 form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowEntry {
+    /// A host name, stored in lowercase ASCII (IDNA) form without a trailing dot.
+    Host(String),
+    /// A single address.
+    Ip(IpAddr),
+    /// A CIDR range, stored with its host bits cleared.
+    Net(IpNet),
+}
+
+/// An allowlist entry that is neither a host name, an IP address nor a CIDR range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid restore_host_allowlist entry {0:?}: expected a host name, an IP address or a CIDR range"
+)]
+pub struct InvalidAllowEntry(pub String);
+
+impl FromStr for AllowEntry {
+    type Err = InvalidAllowEntry;
+
+    /// Parses `10.0.0.0/8`, `fd00::/8`, `192.168.1.5`, `::1`, `[::1]` or
+    /// `minio.internal`. Ports, paths, schemes and wildcards are refused rather than
+    /// silently never matching.
+    fn from_str(entry: &str) -> Result<Self, Self::Err> {
+        let invalid = || InvalidAllowEntry(entry.to_owned());
+        let trimmed = entry.trim();
+        if trimmed.contains('/') {
+            return trimmed
+                .parse::<IpNet>()
+                .map(|net| AllowEntry::Net(net.trunc()))
+                .map_err(|_| invalid());
+        }
+        if let Ok(ip) = trimmed.parse::<IpAddr>() {
+            return Ok(AllowEntry::Ip(ip));
+        }
+        if trimmed.contains('*') {
+            return Err(invalid());
+        }
+        match Host::parse(trimmed).map_err(|_| invalid())? {
+            Host::Ipv4(ip) => Ok(AllowEntry::Ip(ip.into())),
+            Host::Ipv6(ip) => Ok(AllowEntry::Ip(ip.into())),
+            Host::Domain(name) => {
+                let name = name.trim_end_matches('.');
+                if name.is_empty() {
+                    Err(invalid())
+                } else {
+                    Ok(AllowEntry::Host(name.to_owned()))
+                }
+            }
+        }
+    }
+}
+
+impl AllowEntry {
+    fn allows_host(&self, host: &str) -> bool {
+        matches!(self, AllowEntry::Host(name) if name.eq_ignore_ascii_case(host.trim_end_matches('.')))
+    }
+
+    fn allows_ip(&self, ip: IpAddr) -> bool {
+        let canonical = ip.to_canonical();
+        match self {
+            AllowEntry::Host(_) => false,
+            AllowEntry::Ip(allowed) => allowed.to_canonical() == canonical,
+            AllowEntry::Net(net) => net.contains(&canonical) || net.contains(&ip),
+        }
+    }
+}
+
+/// How a restore download may connect, and how long it may wait.
+#[derive(Debug, Clone)]
+pub struct FetchPolicy {
+    /// Hosts, addresses and ranges that may be connected to although they are not
+    /// public (from `system.backups.restore_host_allowlist`).
+    pub allowlist: Vec<AllowEntry>,
+    /// Limit for resolving and connecting (TCP and TLS) to one host. Default 10 s.
+    pub connect_timeout: Duration,
+    /// Limit from sending the request until the final response's headers arrive,
+    /// across all redirects. Default 30 s (Wings' `ResponseHeaderTimeout`).
+    pub header_timeout: Duration,
+    /// Limit for one read of the body to deliver data; there is no limit on the whole
+    /// body. Default 5 min.
+    pub stall_timeout: Duration,
+}
+
+impl Default for FetchPolicy {
+    fn default() -> Self {
+        FetchPolicy {
+            allowlist: Vec::new(),
+            connect_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+/// A validated download whose headers have arrived and whose body is still to be read.
+pub struct Download {
+    /// The `Content-Length` of the archive, when the server sent one.
+    pub content_length: Option<u64>,
+    response: reqwest::Response,
+}
+
+impl fmt::Debug for Download {
+    /// Leaves out the response, whose own `Debug` shows the (presigned) URL.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Download")
+            .field("content_length", &self.content_length)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks `url` against `policy`, follows redirects and waits for the response
+/// headers, then checks the status and content type. Nothing of the body has been
+/// read when this returns, so a restore can validate its source before it touches the
+/// server's files.
+pub async fn open_download(url: &str, policy: &FetchPolicy) -> Result<Download, FetchError> {
+    let url = Url::parse(url).map_err(|err| FetchError::InvalidUrl(err.to_string()))?;
+    let allowlist: Arc<[AllowEntry]> = policy.allowlist.clone().into();
+    check_url(&url, &allowlist)?;
+    tracing::debug!(host = url.host_str(), "downloading a backup archive");
+
+    let redirect_allowlist = Arc::clone(&allowlist);
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .referer(false)
+        .user_agent(concat!("aerie/", env!("CARGO_PKG_VERSION")))
+        .dns_resolver(Arc::new(GuardedResolver { allowlist }))
+        .redirect(redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() > MAX_REDIRECTS {
+                return attempt.error(FetchError::TooManyRedirects);
+            }
+            match check_url(attempt.url(), &redirect_allowlist) {
+                Ok(()) => attempt.follow(),
+                Err(err) => attempt.error(err),
+            }
+        }))
+        .connect_timeout(policy.connect_timeout)
+        .read_timeout(policy.stall_timeout)
+        .build()
+        .map_err(fetch_error)?;
+
+    let response = tokio::time::timeout(policy.header_timeout, client.get(url).send())
+        .await
+        .map_err(|_| FetchError::Timeout)?
+        .map_err(fetch_error)?;
+
+    let status = response.status().as_u16();
+    if status != 200 {
+        return Err(FetchError::BadStatus(status));
+    }
+    let content_type = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        .unwrap_or_default();
+    if !is_gzip_media_type(&content_type) {
+        return Err(FetchError::BadContentType(content_type));
+    }
+
+    Ok(Download {
+        content_length: response.content_length(),
+        response,
+    })
+}
+
+impl Download {
+    /// Turns the body into a [`std::io::Read`] for the blocking thread that unpacks the
+    /// archive. A task on `handle` reads ahead a few chunks; dropping the reader stops
+    /// it. Read errors are [`io::Error`]s wrapping a [`FetchError`] (kind `TimedOut`
+    /// for a stall), and a body cut short is an error, never an early end of file.
+    ///
+    /// The reader blocks, so it must not be read from inside an async task: use it on
+    /// a `spawn_blocking` thread or another thread outside the runtime.
+    pub fn into_blocking_reader(self, handle: tokio::runtime::Handle) -> BlockingBody {
+        let (tx, rx) = mpsc::channel(READ_AHEAD_CHUNKS);
+        handle.spawn(pump(self.response, tx));
+        BlockingBody {
+            rx,
+            chunk: Bytes::new(),
+            finished: false,
+        }
+    }
+}
+
+/// The body of a [`Download`] as a blocking [`io::Read`]; see
+/// [`Download::into_blocking_reader`].
+#[derive(Debug)]
+pub struct BlockingBody {
+    rx: mpsc::Receiver<Piece>,
+    chunk: Bytes,
+    finished: bool,
+}
+
+/// What the pump task sends to the blocking reader.
+#[derive(Debug)]
+enum Piece {
+    Data(Bytes),
+    End,
+    Failed(FetchError),
+}
+
+impl io::Read for BlockingBody {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        while self.chunk.is_empty() {
+            if self.finished {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some(Piece::Data(data)) => self.chunk = data,
+                Some(Piece::End) => self.finished = true,
+                Some(Piece::Failed(err)) => {
+                    let kind = match err {
+                        FetchError::Timeout => io::ErrorKind::TimedOut,
+                        _ => io::ErrorKind::Other,
+                    };
+                    return Err(io::Error::new(kind, err));
+                }
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        FetchError::Network("the download stopped before its end".to_owned()),
+                    ))
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        self.chunk = self.chunk.slice(n..);
+        Ok(n)
+    }
+}
+
+/// Moves the body into the channel until its end, an error, or the reader going away.
+async fn pump(mut response: reqwest::Response, tx: mpsc::Sender<Piece>) {
+    loop {
+        let piece = tokio::select! {
+            chunk = response.chunk() => match chunk {
+                Ok(Some(data)) => Piece::Data(data),
+                Ok(None) => Piece::End,
+                Err(err) => Piece::Failed(fetch_error(err)),
+            },
+            () = tx.closed() => return,
+        };
+        let last = !matches!(piece, Piece::Data(_));
+        if tx.send(piece).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+/// Resolves host names and keeps only the addresses the allowlist lets through.
+struct GuardedResolver {
+    allowlist: Arc<[AllowEntry]>,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allowlist = Arc::clone(&self.allowlist);
+        Box::pin(async move {
+            let host = name.as_str();
+            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await?.collect();
+            if resolved.is_empty() {
+                return Err(format!("{host} resolved to no address").into());
+            }
+            let host_allowed = allowlist.iter().any(|entry| entry.allows_host(host));
+            let kept: Vec<SocketAddr> = resolved
+                .into_iter()
+                .filter(|addr| {
+                    if host_allowed {
+                        return true;
+                    }
+                    let refusal = refusal(addr.ip(), &allowlist);
+                    if let Some(reason) = refusal {
+                        tracing::warn!(host, ip = %addr.ip(), reason, "refusing a restore download address");
+                    }
+                    refusal.is_none()
+                })
+                .collect();
+            if kept.is_empty() {
+                return Err(FetchError::BlockedAddress(host.to_owned()).into());
+            }
+            Ok(Box::new(kept.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// Checks what can be checked on the URL alone: scheme, host, credentials and, for a
+/// literal IP (which bypasses the resolver), the address.
+fn check_url(url: &Url, allowlist: &[AllowEntry]) -> Result<(), FetchError> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(FetchError::UnsupportedScheme(url.scheme().to_owned()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(FetchError::InvalidUrl(
+            "credentials in the URL are not accepted".to_owned(),
+        ));
+    }
+    let ip = match url.host() {
+        None => return Err(FetchError::InvalidUrl("the URL has no host".to_owned())),
+        Some(Host::Domain(_)) => return Ok(()),
+        Some(Host::Ipv4(ip)) => IpAddr::V4(ip),
+        Some(Host::Ipv6(ip)) => IpAddr::V6(ip),
+    };
+    match refusal(ip, allowlist) {
+        None => Ok(()),
+        Some(reason) => {
+            tracing::warn!(%ip, reason, "refusing a restore download address");
+            Err(FetchError::BlockedAddress(ip.to_string()))
+        }
+    }
+}
+
+/// Why `ip` may not be connected to, or `None` when it is public or allow-listed.
+fn refusal(ip: IpAddr, allowlist: &[AllowEntry]) -> Option<&'static str> {
+    let reason = blocked_reason(ip)?;
+    if allowlist.iter().any(|entry| entry.allows_ip(ip)) {
+        None
+    } else {
+        Some(reason)
+    }
+}
+
+/// Classifies an address: `Some(reason)` for anything that is not a public unicast
+/// address, `None` otherwise.
+fn blocked_reason(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(ip) => blocked_reason_v4(ip),
+        IpAddr::V6(ip) => blocked_reason_v6(ip),
+    }
+}
+
+fn blocked_reason_v4(ip: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, c, _] = ip.octets();
+    Some(match (a, b, c) {
+        (0, ..) => "unspecified (this network)",
+        (10, ..) | (172, 16..=31, _) | (192, 168, _) => "private",
+        (100, 64..=127, _) => "shared address space (CGNAT)",
+        (127, ..) => "loopback",
+        (169, 254, _) => "link-local",
+        (192, 0, 0) => "IETF protocol assignments",
+        (192, 0, 2) | (198, 51, 100) | (203, 0, 113) => "documentation",
+        (192, 88, 99) => "6to4 relay anycast",
+        (198, 18..=19, _) => "benchmarking",
+        (224..=239, ..) => "multicast",
+        _ if ip.is_broadcast() => "broadcast",
+        (240..=255, ..) => "reserved",
+        _ => return None,
+    })
+}
+
+fn blocked_reason_v6(ip: Ipv6Addr) -> Option<&'static str> {
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return blocked_reason_v4(v4);
+    }
+    let embedded = |high: u16, low: u16| Ipv4Addr::from((u32::from(high) << 16) | u32::from(low));
+    Some(match ip.segments() {
+        _ if ip.is_unspecified() => "unspecified",
+        _ if ip.is_loopback() => "loopback",
+        // NAT64 (64:ff9b::/96) and 6to4 (2002::/16) reach the IPv4 address they embed.
+        [0x64, 0xff9b, 0, 0, 0, 0, high, low] => return blocked_reason_v4(embedded(high, low)),
+        [0x2002, high, low, ..] => return blocked_reason_v4(embedded(high, low)),
+        [0x64, 0xff9b, 1, ..] => "NAT64 local use",
+        [0x2001, 0xdb8, ..] | [0x3fff, 0..=0x0fff, ..] => "documentation",
+        [0x2001, 0..=0x01ff, ..] => "IETF protocol assignments (Teredo, benchmarking)",
+        [0xfc00..=0xfdff, ..] => "private (unique local)",
+        [0xfe80..=0xfebf, ..] => "link-local",
+        [0xfec0..=0xfeff, ..] => "site-local",
+        [0xff00..=0xffff, ..] => "multicast",
+        [0x2000..=0x3fff, ..] => return None,
+        _ => "reserved (outside global unicast)",
+    })
+}
+
+/// Whether a `Content-Type` value names a gzip media type, parameters ignored.
+fn is_gzip_media_type(content_type: &str) -> bool {
+    let media_type = content_type.split(';').next().unwrap_or_default().trim();
+    GZIP_MEDIA_TYPES
+        .iter()
+        .any(|accepted| media_type.eq_ignore_ascii_case(accepted))
+}
+
+/// Maps a client error to a [`FetchError`]: a refusal raised by the resolver or the
+/// redirect policy comes back as itself; the URL is stripped from anything else.
+fn fetch_error(err: reqwest::Error) -> FetchError {
+    let err = err.without_url();
+    let mut source: Option<&(dyn StdError + 'static)> = Some(&err);
+    while let Some(current) = source {
+        if let Some(refusal) = current.downcast_ref::<FetchError>() {
+            return refusal.clone();
+        }
+        source = current.source();
+    }
+    if err.is_timeout() {
+        return FetchError::Timeout;
+    }
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(current) = source {
+        message.push_str(": ");
+        message.push_str(&current.to_string());
+        source = current.source();
+    }
+    FetchError::Network(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// What the test server answers. `truncate_to` sends only that much of the body
+    /// (its full length still announced), and `stall` then keeps the connection open
+    /// without sending more.
+    struct Reply {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: Vec<u8>,
+        truncate_to: Option<usize>,
+        stall: bool,
+    }
+
+    impl Reply {
+        fn new(status: u16, content_type: &str, body: Vec<u8>) -> Reply {
+            Reply {
+                status,
+                headers: vec![("Content-Type", content_type.to_owned())],
+                body,
+                truncate_to: None,
+                stall: false,
+            }
+        }
+
+        fn gzip(body: Vec<u8>) -> Reply {
+            Reply::new(200, "application/x-gzip", body)
+        }
+
+        fn redirect(location: String) -> Reply {
+            Reply {
+                status: 302,
+                headers: vec![("Location", location)],
+                body: Vec::new(),
+                truncate_to: None,
+                stall: false,
+            }
+        }
+    }
+
+    struct Server {
+        addr: SocketAddr,
+        connections: Arc<AtomicUsize>,
+    }
+
+    impl Server {
+        fn url(&self, path: &str) -> String {
+            format!("http://{}{path}", self.addr)
+        }
+
+        fn connections(&self) -> usize {
+            self.connections.load(Ordering::SeqCst)
+        }
+    }
+
+    /// A minimal HTTP/1.1 server: one request per connection, answered by `handler`
+    /// from the request path and the server's own address.
+    async fn serve<F>(ip: &str, handler: F) -> Server
+    where
+        F: Fn(&str, SocketAddr) -> Reply + Send + Sync + 'static,
+    {
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&connections);
+        let handler = Arc::new(handler);
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(answer(stream, addr, Arc::clone(&handler)));
+            }
+        });
+        Server { addr, connections }
+    }
+
+    async fn answer<F>(mut stream: TcpStream, addr: SocketAddr, handler: Arc<F>)
+    where
+        F: Fn(&str, SocketAddr) -> Reply,
+    {
+        let mut request = Vec::new();
+        let mut buf = [0; 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+        let request = String::from_utf8_lossy(&request);
+        let path = request.split(' ').nth(1).unwrap_or("/").to_owned();
+        let reply = handler(&path, addr);
+        let mut head = format!("HTTP/1.1 {} X\r\n", reply.status);
+        for (name, value) in &reply.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str(&format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n",
+            reply.body.len()
+        ));
+        let sent = reply.truncate_to.unwrap_or(reply.body.len());
+        if stream.write_all(head.as_bytes()).await.is_err()
+            || stream.write_all(&reply.body[..sent]).await.is_err()
+        {
+            return;
+        }
+        if reply.stall {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+        let _ = stream.shutdown().await;
+    }
+
+    fn policy(entries: &[&str]) -> FetchPolicy {
+        FetchPolicy {
+            allowlist: entries.iter().map(|entry| entry.parse().unwrap()).collect(),
+            ..FetchPolicy::default()
+        }
+    }
+
+    async fn fetch(url: &str, policy: &FetchPolicy) -> Result<Vec<u8>, FetchError> {
+        let download = open_download(url, policy).await?;
+        let mut reader = download.into_blocking_reader(tokio::runtime::Handle::current());
+        let body = tokio::task::spawn_blocking(move || {
+            let mut body = Vec::new();
+            reader.read_to_end(&mut body).map(|_| body)
+        })
+        .await
+        .unwrap();
+        Ok(body.expect("body read"))
+    }
+
+    /// Deterministic pseudo-random bytes, so a lost, repeated or reordered chunk shows.
+    fn pattern(len: usize) -> Vec<u8> {
+        let mut state = 0x2545_f491_u32;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                state as u8
+            })
+            .collect()
+    }
+
+    fn blocking_read_error(download: Download) -> tokio::task::JoinHandle<io::Error> {
+        let mut reader = download.into_blocking_reader(tokio::runtime::Handle::current());
+        tokio::task::spawn_blocking(move || {
+            let mut sink = Vec::new();
+            reader.read_to_end(&mut sink).unwrap_err()
+        })
+    }
+
+    #[tokio::test]
+    async fn loopback_is_refused_unless_allow_listed() {
+        let server = serve("127.0.0.1", |_, _| Reply::gzip(b"archive".to_vec())).await;
+        let url = server.url("/backup.tar.gz");
+
+        let err = open_download(&url, &policy(&[])).await.unwrap_err();
+        assert_eq!(err, FetchError::BlockedAddress("127.0.0.1".to_owned()));
+        assert_eq!(
+            err.to_string(),
+            "The provided backup link resolves to a blocked address."
+        );
+        let err = open_download(&url, &policy(&["127.0.0.2", "10.0.0.0/8"]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FetchError::BlockedAddress(_)), "{err:?}");
+        assert_eq!(server.connections(), 0);
+
+        assert_eq!(
+            fetch(&url, &policy(&["127.0.0.1"])).await.unwrap(),
+            b"archive"
+        );
+        assert_eq!(
+            fetch(&url, &policy(&["127.0.0.0/8"])).await.unwrap(),
+            b"archive"
+        );
+    }
+
+    #[tokio::test]
+    async fn host_names_are_checked_on_their_resolved_addresses() {
+        let server = serve("127.0.0.1", |_, _| Reply::gzip(b"archive".to_vec())).await;
+        let url = format!("http://localhost:{}/backup.tar.gz", server.addr.port());
+
+        let err = open_download(&url, &policy(&[])).await.unwrap_err();
+        assert_eq!(err, FetchError::BlockedAddress("localhost".to_owned()));
+        assert_eq!(server.connections(), 0);
+
+        // Allowed by name (every address it resolves to), or by address.
+        assert_eq!(
+            fetch(&url, &policy(&["LOCALHOST."])).await.unwrap(),
+            b"archive"
+        );
+        assert_eq!(
+            fetch(&url, &policy(&["127.0.0.1"])).await.unwrap(),
+            b"archive"
+        );
+    }
+
+    #[tokio::test]
+    async fn ipv4_mapped_ipv6_literal_is_refused() {
+        let err = open_download("http://[::ffff:127.0.0.1]:8080/", &policy(&[]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FetchError::BlockedAddress(_)), "{err:?}");
+        for url in [
+            "http://[::1]/",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://0.0.0.0:8080/",
+            "http://2130706433/",
+            "http://[64:ff9b::a9fe:a9fe]/",
+            "http://[2002:c0a8:101::1]/",
+        ] {
+            let err = open_download(url, &policy(&[])).await.unwrap_err();
+            assert!(
+                matches!(err, FetchError::BlockedAddress(_)),
+                "{url}: {err:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_urls_are_refused() {
+        let none = policy(&[]);
+        let err = open_download("ftp://example.com/backup.tar.gz", &none)
+            .await
+            .unwrap_err();
+        assert_eq!(err, FetchError::UnsupportedScheme("ftp".to_owned()));
+        assert_eq!(
+            err.to_string(),
+            "The provided backup link must use HTTP or HTTPS."
+        );
+        let err = open_download("file:///etc/passwd", &none)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FetchError::UnsupportedScheme(_)), "{err:?}");
+
+        for url in [
+            "not a url",
+            "",
+            "http://",
+            "https://user:secret@example.com/",
+        ] {
+            let err = open_download(url, &none).await.unwrap_err();
+            assert!(matches!(err, FetchError::InvalidUrl(_)), "{url}: {err:?}");
+            assert_eq!(
+                err.to_string(),
+                "The provided backup link is not a valid URL."
+            );
+        }
+    }
+
+    fn hops(path: &str, _: SocketAddr) -> Reply {
+        match path
+            .strip_prefix("/hop/")
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            Some(0) => Reply::gzip(b"end of the chain".to_vec()),
+            Some(n) => Reply::redirect(format!("/hop/{}", n - 1)),
+            None => Reply::new(404, "text/plain", Vec::new()),
+        }
+    }
+
+    #[tokio::test]
+    async fn redirects_are_limited() {
+        let server = serve("127.0.0.1", hops).await;
+        let allowed = policy(&["127.0.0.1"]);
+
+        for n in [3, MAX_REDIRECTS] {
+            let body = fetch(&server.url(&format!("/hop/{n}")), &allowed).await;
+            assert_eq!(body.unwrap(), b"end of the chain");
+        }
+        let err = open_download(&server.url("/hop/11"), &allowed)
+            .await
+            .unwrap_err();
+        assert_eq!(err, FetchError::TooManyRedirects);
+    }
+
+    #[tokio::test]
+    async fn redirects_are_checked_like_the_first_url() {
+        let inner = serve("127.0.0.2", |_, _| Reply::gzip(b"secret".to_vec())).await;
+        let to_ip = inner.url("/");
+        let outer = serve("127.0.0.1", move |path, _| match path {
+            "/to-ip" => Reply::redirect(to_ip.clone()),
+            "/to-ftp" => Reply::redirect("ftp://example.com/".to_owned()),
+            _ => Reply::redirect("http://user:pw@example.com/".to_owned()),
+        })
+        .await;
+        let allowed = policy(&["127.0.0.1"]);
+
+        let err = open_download(&outer.url("/to-ip"), &allowed)
+            .await
+            .unwrap_err();
+        assert_eq!(err, FetchError::BlockedAddress("127.0.0.2".to_owned()));
+        assert_eq!(inner.connections(), 0);
+
+        let err = open_download(&outer.url("/to-ftp"), &allowed)
+            .await
+            .unwrap_err();
+        assert_eq!(err, FetchError::UnsupportedScheme("ftp".to_owned()));
+        let err = open_download(&outer.url("/to-userinfo"), &allowed)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FetchError::InvalidUrl(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn redirect_to_a_blocked_name_is_refused_by_the_resolver() {
+        let target = serve("127.0.0.1", |_, _| Reply::gzip(b"secret".to_vec())).await;
+        let target_port = target.addr.port();
+        let outer = serve("127.0.0.2", move |_, _| {
+            Reply::redirect(format!("http://localhost:{target_port}/"))
+        })
+        .await;
+
+        let err = open_download(&outer.url("/"), &policy(&["127.0.0.2"]))
+            .await
+            .unwrap_err();
+        assert_eq!(err, FetchError::BlockedAddress("localhost".to_owned()));
+        assert_eq!(target.connections(), 0);
+        assert_eq!(outer.connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn status_and_content_type_are_checked() {
+        let server = serve("127.0.0.1", |path, _| match path {
+            "/missing" => Reply::new(404, "application/x-gzip", Vec::new()),
+            "/html" => Reply::new(200, "text/html", b"<html>".to_vec()),
+            "/octet" => Reply::new(200, "application/octet-stream", Vec::new()),
+            "/none" => Reply {
+                headers: Vec::new(),
+                ..Reply::gzip(Vec::new())
+            },
+            "/charset" => Reply::new(200, "application/x-gzip; charset=binary", b"gz".to_vec()),
+            _ => Reply::new(200, "Application/GZIP", b"gz".to_vec()),
+        })
+        .await;
+        let allowed = policy(&["127.0.0.1"]);
+
+        let err = open_download(&server.url("/missing"), &allowed)
+            .await
+            .unwrap_err();
+        assert_eq!(err, FetchError::BadStatus(404));
+        assert_eq!(
+            err.to_string(),
+            "The provided backup link returned an invalid response status: 404"
+        );
+        let err = open_download(&server.url("/html"), &allowed)
+            .await
+            .unwrap_err();
+        assert_eq!(err, FetchError::BadContentType("text/html".to_owned()));
+        assert_eq!(
+            err.to_string(),
+            "The provided backup link is not a supported content type. \"text/html\" is not application/x-gzip."
+        );
+        let err = open_download(&server.url("/octet"), &allowed)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FetchError::BadContentType(_)), "{err:?}");
+        let err = open_download(&server.url("/none"), &allowed)
+            .await
+            .unwrap_err();
+        assert_eq!(err, FetchError::BadContentType(String::new()));
+
+        assert_eq!(
+            fetch(&server.url("/charset"), &allowed).await.unwrap(),
+            b"gz"
+        );
+        assert_eq!(fetch(&server.url("/upper"), &allowed).await.unwrap(), b"gz");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blocking_reader_delivers_a_large_body_in_order() {
+        const LEN: usize = 6 * 1024 * 1024 + 12_345;
+        let server = serve("127.0.0.1", |_, _| Reply::gzip(pattern(LEN))).await;
+        let download = open_download(&server.url("/"), &policy(&["127.0.0.1"]))
+            .await
+            .unwrap();
+        assert_eq!(download.content_length, Some(LEN as u64));
+
+        let mut reader = download.into_blocking_reader(tokio::runtime::Handle::current());
+        let body = tokio::task::spawn_blocking(move || {
+            // Odd-sized reads, so chunks are split across calls.
+            let mut body = Vec::with_capacity(LEN);
+            let mut buf = vec![0; 4093];
+            loop {
+                match reader.read(&mut buf).unwrap() {
+                    0 => break body,
+                    n => body.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(body.len(), LEN);
+        assert!(body == pattern(LEN), "the body differs from what was sent");
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_short_is_an_error() {
+        let server = serve("127.0.0.1", |_, _| Reply {
+            truncate_to: Some(1000),
+            ..Reply::gzip(pattern(100_000))
+        })
+        .await;
+        let download = open_download(&server.url("/"), &policy(&["127.0.0.1"]))
+            .await
+            .unwrap();
+        let err = blocking_read_error(download).await.unwrap();
+        let inner = err.get_ref().and_then(|e| e.downcast_ref::<FetchError>());
+        assert!(matches!(inner, Some(FetchError::Network(_))), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn stalls_and_silent_servers_time_out() {
+        let server = serve("127.0.0.1", |_, _| Reply {
+            truncate_to: Some(10),
+            stall: true,
+            ..Reply::gzip(pattern(1000))
+        })
+        .await;
+        let quick = FetchPolicy {
+            stall_timeout: Duration::from_millis(200),
+            ..policy(&["127.0.0.1"])
+        };
+        let download = open_download(&server.url("/stall"), &quick).await.unwrap();
+        let err = blocking_read_error(download).await.unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err:?}");
+
+        // Accepts the connection and never answers.
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", silent.local_addr().unwrap());
+        let quick = FetchPolicy {
+            header_timeout: Duration::from_millis(200),
+            ..policy(&["127.0.0.1"])
+        };
+        let err = open_download(&url, &quick).await.unwrap_err();
+        assert_eq!(err, FetchError::Timeout);
+        drop(silent);
+    }
+
+    #[test]
+    fn allow_entries_parse() {
+        let parse = |s: &str| s.parse::<AllowEntry>();
+        assert_eq!(
+            parse("10.0.0.0/8"),
+            Ok(AllowEntry::Net("10.0.0.0/8".parse().unwrap()))
+        );
+        assert_eq!(
+            parse("10.1.2.3/8"),
+            Ok(AllowEntry::Net("10.0.0.0/8".parse().unwrap()))
+        );
+        assert_eq!(
+            parse("fd00::/8"),
+            Ok(AllowEntry::Net("fd00::/8".parse().unwrap()))
+        );
+        assert_eq!(
+            parse(" 192.168.1.5 "),
+            Ok(AllowEntry::Ip("192.168.1.5".parse().unwrap()))
+        );
+        assert_eq!(parse("::1"), Ok(AllowEntry::Ip("::1".parse().unwrap())));
+        assert_eq!(parse("[::1]"), Ok(AllowEntry::Ip("::1".parse().unwrap())));
+        assert_eq!(
+            parse("MinIO.Internal."),
+            Ok(AllowEntry::Host("minio.internal".to_owned()))
+        );
+        for bad in [
+            "",
+            " ",
+            ".",
+            "minio.lan:9000",
+            "http://minio.lan",
+            "10.0.0.0/33",
+            "*.example.com",
+            "a b",
+        ] {
+            assert_eq!(
+                parse(bad),
+                Err(InvalidAllowEntry(bad.to_owned())),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn allow_entries_match() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let host: AllowEntry = "minio.internal".parse().unwrap();
+        assert!(host.allows_host("MINIO.internal."));
+        assert!(!host.allows_host("evil-minio.internal"));
+        assert!(!host.allows_ip(ip("10.0.0.1")));
+        let single: AllowEntry = "10.0.0.5".parse().unwrap();
+        assert!(single.allows_ip(ip("10.0.0.5")));
+        assert!(single.allows_ip(ip("::ffff:10.0.0.5")));
+        assert!(!single.allows_ip(ip("10.0.0.6")));
+        assert!(!single.allows_host("10.0.0.5"));
+        let net: AllowEntry = "172.16.0.0/12".parse().unwrap();
+        assert!(net.allows_ip(ip("172.31.255.255")));
+        assert!(net.allows_ip(ip("::ffff:172.20.0.1")));
+        assert!(!net.allows_ip(ip("172.32.0.0")));
+        let net6: AllowEntry = "fd00::/8".parse().unwrap();
+        assert!(net6.allows_ip(ip("fd12::1")));
+        assert!(!net6.allows_ip(ip("fe80::1")));
+    }
+
+    #[test]
+    fn ip_classification() {
+        let blocked = [
+            ("0.0.0.0", "unspecified (this network)"),
+            ("0.1.2.3", "unspecified (this network)"),
+            ("10.0.0.0", "private"),
+            ("10.255.255.255", "private"),
+            ("100.64.0.0", "shared address space (CGNAT)"),
+            ("100.127.255.255", "shared address space (CGNAT)"),
+            ("127.0.0.1", "loopback"),
+            ("127.255.255.254", "loopback"),
+            ("169.254.169.254", "link-local"),
+            ("172.16.0.0", "private"),
+            ("172.31.255.255", "private"),
+            ("192.0.0.8", "IETF protocol assignments"),
+            ("192.0.2.1", "documentation"),
+            ("192.88.99.1", "6to4 relay anycast"),
+            ("192.168.1.1", "private"),
+            ("198.18.0.0", "benchmarking"),
+            ("198.19.255.255", "benchmarking"),
+            ("198.51.100.7", "documentation"),
+            ("203.0.113.9", "documentation"),
+            ("224.0.0.1", "multicast"),
+            ("239.255.255.250", "multicast"),
+            ("240.0.0.1", "reserved"),
+            ("255.255.255.255", "broadcast"),
+            ("::", "unspecified"),
+            ("::1", "loopback"),
+            ("::ffff:127.0.0.1", "loopback"),
+            ("::ffff:10.1.2.3", "private"),
+            ("::ffff:169.254.169.254", "link-local"),
+            ("::ffff:0.0.0.0", "unspecified (this network)"),
+            ("::127.0.0.1", "reserved (outside global unicast)"),
+            ("64:ff9b::7f00:1", "loopback"),
+            ("64:ff9b::a00:1", "private"),
+            ("64:ff9b:1::1", "NAT64 local use"),
+            ("2002:7f00:1::1", "loopback"),
+            ("2002:a9fe:a9fe::", "link-local"),
+            (
+                "2001::1",
+                "IETF protocol assignments (Teredo, benchmarking)",
+            ),
+            (
+                "2001:2::1",
+                "IETF protocol assignments (Teredo, benchmarking)",
+            ),
+            ("2001:db8::1", "documentation"),
+            ("3fff::1", "documentation"),
+            ("100::1", "reserved (outside global unicast)"),
+            ("fc00::1", "private (unique local)"),
+            ("fd00:ec2::254", "private (unique local)"),
+            ("fe80::1", "link-local"),
+            ("febf::1", "link-local"),
+            ("fec0::1", "site-local"),
+            ("ff02::1", "multicast"),
+            ("4000::1", "reserved (outside global unicast)"),
+        ];
+        for (ip, reason) in blocked {
+            let parsed: IpAddr = ip.parse().unwrap();
+            assert_eq!(blocked_reason(parsed), Some(reason), "{ip}");
+        }
+        let public = [
+            "1.1.1.1",
+            "8.8.8.8",
+            "9.255.255.255",
+            "11.0.0.0",
+            "100.63.255.255",
+            "100.128.0.0",
+            "126.255.255.255",
+            "128.0.0.0",
+            "169.253.255.255",
+            "172.15.255.255",
+            "172.32.0.0",
+            "192.0.1.0",
+            "192.167.255.255",
+            "192.169.0.0",
+            "198.17.255.255",
+            "198.20.0.0",
+            "223.255.255.255",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            "2001:200::1",
+            "2001:4860:4860::8888",
+            "2606:4700:4700::1111",
+            "2a00:1450:4001::1",
+            "3ffe::1",
+        ];
+        for ip in public {
+            let parsed: IpAddr = ip.parse().unwrap();
+            assert_eq!(blocked_reason(parsed), None, "{ip}");
+        }
+    }
+
+    #[test]
+    fn content_types() {
+        for accepted in [
+            "application/x-gzip",
+            "application/gzip",
+            "application/x-gzip; charset=binary",
+            " Application/X-GZIP ;foo=bar",
+        ] {
+            assert!(is_gzip_media_type(accepted), "{accepted}");
+        }
+        for refused in [
+            "",
+            "gzip",
+            "application/octet-stream",
+            "application/x-gzip-compressed",
+            "text/html; application/x-gzip",
+        ] {
+            assert!(!is_gzip_media_type(refused), "{refused}");
+        }
+    }
+}

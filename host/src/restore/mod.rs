@@ -1,0 +1,411 @@
+//! Restores: `POST /api/servers/{server}/backup/{uuid}/restore`. Everything is checked
+//! before the server's directory is touched (the backup exists in its adapter, or the
+//! `download_url` answers 200 with a gzip type); only then is the directory truncated, if
+//! asked, and the archive streamed from its source through gunzip and a hostile-archive-safe
+//! untar into the server root. Wings truncates first and loses the server's files when the
+//! backup turns out to be missing.
+
+pub mod extract;
+pub mod fetch;
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aerie_adapter_api::ErrorKind;
+use serde_json::json;
+use tracing::Instrument;
+
+use crate::events::panel::Notifier;
+use crate::events::{Event, EventBus};
+use crate::locks::{Activity, ServerGuard, ServerLocks};
+use crate::plugins::{Adapter, Adapters};
+use crate::rate_limit::RateLimiter;
+use crate::registry::Registry;
+use extract::{ExtractOptions, ExtractProgress};
+use fetch::{Download, FetchError, FetchPolicy};
+
+/// `backup restore progress` events go out at most this often.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+/// At most this many `(restoring): <path>` lines a second reach the console.
+const ENTRY_MESSAGES_PER_SECOND: u32 = 20;
+
+/// What the Panel sends.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct RestoreRequest {
+    /// The adapter that holds the backup (`wings`, `s3`, ...).
+    #[serde(default)]
+    pub adapter: String,
+    /// Empty the server directory before unpacking.
+    #[serde(default)]
+    pub truncate_directory: bool,
+    /// Where to download the archive from instead (a presigned S3 link); empty for none.
+    #[serde(default)]
+    pub download_url: String,
+}
+
+/// Why a restore could not start; the server directory is untouched in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The server is being backed up or restored.
+    #[error("This server is busy with {0}; try again when it is done.")]
+    Busy(&'static str),
+    /// Neither the named adapter nor any other holds this backup.
+    #[error("The requested backup was not found on this server.")]
+    BackupNotFound,
+    /// The adapter name is unknown and no `download_url` was given.
+    #[error("The backup adapter {0:?} is not configured on this node.")]
+    UnknownAdapter(String),
+    /// The `download_url` was refused or did not answer as a gzip archive.
+    #[error("{0}")]
+    Source(#[from] FetchError),
+    /// Something on this side failed.
+    #[error("The restore could not be started: {0}")]
+    Internal(String),
+}
+
+/// How restores are made.
+pub struct RestoreSettings {
+    /// Compressed bytes read per second, if limited.
+    pub read_limit: Option<u64>,
+    /// Owner of restored files.
+    pub owner: Option<(u32, u32)>,
+    /// What a `download_url` may reach.
+    pub fetch_policy: FetchPolicy,
+}
+
+/// Where a restore reads the archive from.
+enum Source {
+    /// A stored backup, through its adapter.
+    Adapter { adapter: Arc<Adapter>, size: u64 },
+    /// The Panel's link.
+    Link(Download),
+}
+
+impl Source {
+    fn describe(&self) -> String {
+        match self {
+            Source::Adapter { adapter, .. } if adapter.kind == "wings" => "local backup".into(),
+            Source::Adapter { adapter, .. } => format!("{} backup", adapter.name),
+            Source::Link(_) => "S3 backup".into(),
+        }
+    }
+}
+
+/// Every restore of this node.
+pub struct Restores {
+    locks: Arc<ServerLocks>,
+    adapters: Arc<Adapters>,
+    registry: Arc<Registry>,
+    events: Arc<EventBus>,
+    notifier: Option<Arc<Notifier>>,
+    settings: RestoreSettings,
+    /// Set at shutdown: running restores stop between entries.
+    stopping: AtomicBool,
+}
+
+impl Restores {
+    /// The restores of this node.
+    pub fn new(
+        locks: Arc<ServerLocks>,
+        adapters: Arc<Adapters>,
+        registry: Arc<Registry>,
+        events: Arc<EventBus>,
+        notifier: Option<Arc<Notifier>>,
+        settings: RestoreSettings,
+    ) -> Self {
+        Self {
+            locks,
+            adapters,
+            registry,
+            events,
+            notifier,
+            settings,
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    /// Stops running restores at their next entry (at daemon shutdown).
+    pub fn stop_all(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// Checks the source of backup `uuid` and starts restoring it into `root` in the
+    /// background. `root` must be the checked root of `server`, and `uuid` a canonical uuid.
+    pub async fn start(
+        self: &Arc<Self>,
+        server: &str,
+        root: PathBuf,
+        uuid: &str,
+        request: RestoreRequest,
+    ) -> Result<(), RestoreError> {
+        let guard = self.locks.try_restore(server).map_err(|busy| match busy {
+            Activity::Restore => RestoreError::Busy("another restore"),
+            Activity::Backups(_) => RestoreError::Busy("a backup"),
+        })?;
+        let source = if request.download_url.trim().is_empty() {
+            self.stored_source(server, uuid, &request.adapter).await?
+        } else {
+            Source::Link(
+                fetch::open_download(request.download_url.trim(), &self.settings.fetch_policy)
+                    .await?,
+            )
+        };
+        let span = tracing::info_span!("restore", backup = %uuid, server = %server);
+        let this = self.clone();
+        let (server, uuid) = (server.to_string(), uuid.to_string());
+        tokio::spawn(
+            async move {
+                this.run(
+                    server,
+                    root,
+                    uuid,
+                    request.truncate_directory,
+                    source,
+                    guard,
+                )
+                .await
+            }
+            .instrument(span),
+        );
+        Ok(())
+    }
+
+    /// The adapter named in the request, or else any adapter, that holds the backup.
+    async fn stored_source(
+        &self,
+        server: &str,
+        uuid: &str,
+        named: &str,
+    ) -> Result<Source, RestoreError> {
+        let candidates: Vec<Arc<Adapter>> = match self.adapters.get(named) {
+            Some(adapter) => vec![adapter],
+            None => self.adapters.all().cloned().collect(),
+        };
+        if candidates.is_empty() {
+            return Err(RestoreError::UnknownAdapter(named.to_string()));
+        }
+        for adapter in candidates {
+            let (s, u) = (server.to_string(), uuid.to_string());
+            match adapter.run(move |a| a.stat(&s, &u)).await {
+                Ok(info) => {
+                    return Ok(Source::Adapter {
+                        adapter,
+                        size: info.size,
+                    })
+                }
+                Err(err) if err.kind == ErrorKind::NOT_FOUND => continue,
+                Err(err) => {
+                    return Err(RestoreError::Internal(format!(
+                        "adapter {}: {err}",
+                        adapter.name
+                    )))
+                }
+            }
+        }
+        Err(RestoreError::BackupNotFound)
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        server: String,
+        root: PathBuf,
+        uuid: String,
+        truncate: bool,
+        source: Source,
+        guard: ServerGuard,
+    ) {
+        let described = source.describe();
+        tracing::info!(source = %described, truncate, "restore started");
+        let started = Instant::now();
+        let handle = tokio::runtime::Handle::current();
+        let span = tracing::Span::current();
+        let this = self.clone();
+        let (job_server, job_uuid) = (server.clone(), uuid.clone());
+        let outcome = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| this.restore(&job_server, &root, &job_uuid, truncate, source, handle))
+        })
+        .await
+        .unwrap_or_else(|e| Err(anyhow::anyhow!("the restore task failed: {e}")));
+        let message = match &outcome {
+            Ok(summary) => {
+                tracing::info!(
+                    entries = summary.entries,
+                    bytes = summary.bytes,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "restore completed"
+                );
+                format!("Completed server restoration from {described}.")
+            }
+            Err(err) => {
+                tracing::error!(reason = %format!("{err:#}"), "restore failed");
+                format!("Server restoration from {described} failed: {err:#}")
+            }
+        };
+        self.events
+            .publish(&server, Event::new("daemon message", message));
+        self.events
+            .publish(&server, Event::new("backup restore completed", ""));
+        if self.notifier.is_some() {
+            let body = json!({"successful": outcome.is_ok()}).to_string();
+            let path = format!("/backups/{uuid}/restore");
+            if let Err(err) = self.registry.queue_notification((&uuid, &path, &body)) {
+                tracing::error!("cannot queue the restore report: {err:#}");
+            }
+        }
+        if let Some(notifier) = &self.notifier {
+            notifier.wake();
+        }
+        drop(guard);
+    }
+
+    /// The restore itself, on a blocking thread.
+    fn restore(
+        &self,
+        server: &str,
+        root: &Path,
+        uuid: &str,
+        truncate: bool,
+        source: Source,
+        handle: tokio::runtime::Handle,
+    ) -> anyhow::Result<extract::ExtractSummary> {
+        let (reader, size): (Box<dyn Read + Send>, Option<u64>) = match source {
+            Source::Adapter { adapter, size } => {
+                let reader = adapter
+                    .blocking()
+                    .open(server, uuid, 0)
+                    .map_err(|e| anyhow::anyhow!("storage could not open the backup: {e}"))?;
+                (Box::new(reader), Some(size))
+            }
+            Source::Link(download) => {
+                let size = download.content_length;
+                (Box::new(download.into_blocking_reader(handle)), size)
+            }
+        };
+        if truncate {
+            empty_directory(root)?;
+            tracing::info!("emptied the server directory");
+        }
+        let reporter = RestoreReporter {
+            events: &self.events,
+            server,
+            uuid,
+            total: size,
+            last: Mutex::new(None),
+        };
+        reporter.publish(0, true);
+        let reader = ThrottledReader {
+            inner: reader,
+            limiter: self.settings.read_limit.map(RateLimiter::new),
+            read: 0,
+            reporter: &reporter,
+        };
+        let options = ExtractOptions {
+            owner: self.settings.owner,
+        };
+        let mut console = ConsoleLines::new(self.events.as_ref(), server);
+        let summary = extract::extract_archive(
+            reader,
+            root,
+            &options,
+            &ExtractProgress::default(),
+            &mut |path| console.entry(path),
+            &self.stopping,
+        )?;
+        Ok(summary)
+    }
+}
+
+/// Removes everything inside `root` (never following a symlink), keeping `root` itself.
+fn empty_directory(root: &Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(root)? {
+        let path = entry?.path();
+        let metadata = path.symlink_metadata()?;
+        let removed = if metadata.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(|e| anyhow::anyhow!("cannot empty {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Publishes `backup restore progress` (compressed bytes read of the total, when known).
+struct RestoreReporter<'a> {
+    events: &'a EventBus,
+    server: &'a str,
+    uuid: &'a str,
+    total: Option<u64>,
+    last: Mutex<Option<Instant>>,
+}
+
+impl RestoreReporter<'_> {
+    fn publish(&self, read: u64, force: bool) {
+        let mut last = self.last.lock().expect("progress lock");
+        if !force && last.is_some_and(|at| at.elapsed() < PROGRESS_EVERY) {
+            return;
+        }
+        *last = Some(Instant::now());
+        let arg = json!({"uuid": self.uuid, "bytes_done": read, "bytes_total": self.total});
+        self.events.publish(
+            self.server,
+            Event::progress("backup restore progress", self.uuid, arg.to_string()),
+        );
+    }
+}
+
+/// The archive as it is read: held to the read limit, counted, and reported.
+struct ThrottledReader<'a> {
+    inner: Box<dyn Read + Send>,
+    limiter: Option<RateLimiter>,
+    read: u64,
+    reporter: &'a RestoreReporter<'a>,
+}
+
+impl Read for ThrottledReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(limiter) = &mut self.limiter {
+            limiter.take(n);
+        }
+        self.read += n as u64;
+        self.reporter.publish(self.read, false);
+        Ok(n)
+    }
+}
+
+/// `(restoring): <path>` console lines, at most [`ENTRY_MESSAGES_PER_SECOND`].
+struct ConsoleLines<'a> {
+    events: &'a EventBus,
+    server: &'a str,
+    window: Instant,
+    sent: u32,
+}
+
+impl<'a> ConsoleLines<'a> {
+    fn new(events: &'a EventBus, server: &'a str) -> Self {
+        Self {
+            events,
+            server,
+            window: Instant::now(),
+            sent: 0,
+        }
+    }
+
+    fn entry(&mut self, path: &Path) {
+        if self.window.elapsed() >= Duration::from_secs(1) {
+            self.window = Instant::now();
+            self.sent = 0;
+        }
+        if self.sent < ENTRY_MESSAGES_PER_SECOND {
+            self.sent += 1;
+            self.events.publish(
+                self.server,
+                Event::new("daemon message", format!("(restoring): {}", path.display())),
+            );
+        }
+    }
+}
