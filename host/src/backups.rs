@@ -330,13 +330,10 @@ impl Backups {
         server: &str,
         uuid: &str,
     ) -> anyhow::Result<Option<(Arc<Adapter>, BackupInfo)>> {
-        let recorded = self
-            .registry
-            .get(uuid)?
-            .filter(|record| record.server == server)
-            .and_then(|record| self.adapters.get(&record.adapter));
-        let candidates: Vec<Arc<Adapter>> = match recorded {
-            Some(adapter) => vec![adapter],
+        let candidates: Vec<Arc<Adapter>> = match self.registry.get(uuid)? {
+            // The registry ties a backup to its server: another server's id finds nothing.
+            Some(record) if record.server != server => return Ok(None),
+            Some(record) => self.adapters.get(&record.adapter).into_iter().collect(),
             None => self.adapters.all().cloned().collect(),
         };
         for adapter in candidates {
@@ -354,6 +351,10 @@ impl Backups {
     /// aborts); then the stored archive and the registry's record go. `Ok(false)` when
     /// neither the registry nor any adapter knows it.
     pub async fn delete(&self, server: &str, uuid: &str) -> anyhow::Result<bool> {
+        let record = self.registry.get(uuid)?;
+        if record.as_ref().is_some_and(|r| r.server != server) {
+            return Ok(false);
+        }
         let running = {
             let running = self.running.lock().expect("jobs lock");
             running.get(uuid).map(|job| {
@@ -365,10 +366,6 @@ impl Backups {
             tracing::info!(backup = %uuid, server = %server, "cancelling the running backup to delete it");
             let _ = ended.wait_for(|ended| *ended).await;
         }
-        let record = self
-            .registry
-            .get(uuid)?
-            .filter(|record| record.server == server);
         let stored = self.locate(server, uuid).await?;
         if let Some((adapter, _)) = &stored {
             let (s, u) = (server.to_string(), uuid.to_string());

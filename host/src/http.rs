@@ -103,7 +103,7 @@ impl From<RestoreError> for ApiError {
         let status = match err {
             RestoreError::Busy(_) => StatusCode::CONFLICT,
             RestoreError::BackupNotFound => StatusCode::NOT_FOUND,
-            RestoreError::UnknownAdapter(_) | RestoreError::Source(_) => StatusCode::BAD_REQUEST,
+            RestoreError::Source(_) => StatusCode::BAD_REQUEST,
             RestoreError::Internal(_) => return ApiError::internal(err),
         };
         ApiError::new(status, err.to_string())

@@ -86,7 +86,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("system.backups.restore_host_allowlist: {e}"))?;
     let restores = Arc::new(Restores::new(
         locks,
-        adapters,
+        backups.clone(),
         registry.clone(),
         events.clone(),
         notifier.clone(),

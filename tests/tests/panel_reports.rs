@@ -195,3 +195,30 @@ fn without_a_remote_nothing_is_queued() {
     daemon.wait_for_end(SERVER, &uuid);
     assert!(queued(&daemon).is_empty());
 }
+
+#[test]
+fn a_restore_is_reported_with_its_outcome() {
+    let panel = PanelStandIn::start("test", "test-node-token-0123456789");
+    let node = node_with_panel(&panel);
+    let daemon = node.start();
+    let uuid = new_uuid();
+    daemon.start_backup(SERVER, "wings", &uuid, "");
+    daemon.wait_for_end(SERVER, &uuid);
+    panel.wait_for_accepted(1);
+    let reply = daemon.send(
+        daemon
+            .request(Method::POST, &format!("/api/servers/{SERVER}/backup/{uuid}/restore"))
+            .json(&serde_json::json!({"adapter": "wings", "truncate_directory": true, "download_url": ""})),
+    );
+    assert_eq!(reply.status, 202);
+    let reports = panel.wait_for_accepted(2);
+    assert_eq!(
+        reports[1].path,
+        format!("/api/remote/backups/{uuid}/restore")
+    );
+    assert_eq!(reports[1].body, serde_json::json!({"successful": true}));
+    assert_eq!(
+        std::fs::read(node.data().join(SERVER).join("level.dat")).unwrap(),
+        b"level"
+    );
+}

@@ -65,7 +65,8 @@ impl<'a> ArchiveOutput<'a> {
             return Ok(());
         }
         if self.cancelled.load(Ordering::Relaxed) {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
+            // Not `Interrupted`: `write_all` would retry that forever.
+            return Err(io::Error::other("cancelled"));
         }
         if let Some(limiter) = &mut self.limiter {
             limiter.take(self.chunk.len());

@@ -14,14 +14,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aerie_adapter_api::ErrorKind;
 use serde_json::json;
 use tracing::Instrument;
 
+use crate::backups::Backups;
 use crate::events::panel::Notifier;
 use crate::events::{Event, EventBus};
 use crate::locks::{Activity, ServerGuard, ServerLocks};
-use crate::plugins::{Adapter, Adapters};
+use crate::plugins::Adapter;
 use crate::rate_limit::RateLimiter;
 use crate::registry::Registry;
 use extract::{ExtractOptions, ExtractProgress};
@@ -32,12 +32,10 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 /// At most this many `(restoring): <path>` lines a second reach the console.
 const ENTRY_MESSAGES_PER_SECOND: u32 = 20;
 
-/// What the Panel sends.
+/// What the Panel sends. Its `adapter` (`wings` or `s3`) is not needed: the registry knows
+/// which adapter holds a backup, and one it never saw is looked for in every adapter.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct RestoreRequest {
-    /// The adapter that holds the backup (`wings`, `s3`, ...).
-    #[serde(default)]
-    pub adapter: String,
     /// Empty the server directory before unpacking.
     #[serde(default)]
     pub truncate_directory: bool,
@@ -55,9 +53,6 @@ pub enum RestoreError {
     /// Neither the named adapter nor any other holds this backup.
     #[error("The requested backup was not found on this server.")]
     BackupNotFound,
-    /// The adapter name is unknown and no `download_url` was given.
-    #[error("The backup adapter {0:?} is not configured on this node.")]
-    UnknownAdapter(String),
     /// The `download_url` was refused or did not answer as a gzip archive.
     #[error("{0}")]
     Source(#[from] FetchError),
@@ -97,7 +92,7 @@ impl Source {
 /// Every restore of this node.
 pub struct Restores {
     locks: Arc<ServerLocks>,
-    adapters: Arc<Adapters>,
+    backups: Arc<Backups>,
     registry: Arc<Registry>,
     events: Arc<EventBus>,
     notifier: Option<Arc<Notifier>>,
@@ -110,7 +105,7 @@ impl Restores {
     /// The restores of this node.
     pub fn new(
         locks: Arc<ServerLocks>,
-        adapters: Arc<Adapters>,
+        backups: Arc<Backups>,
         registry: Arc<Registry>,
         events: Arc<EventBus>,
         notifier: Option<Arc<Notifier>>,
@@ -118,7 +113,7 @@ impl Restores {
     ) -> Self {
         Self {
             locks,
-            adapters,
+            backups,
             registry,
             events,
             notifier,
@@ -146,7 +141,14 @@ impl Restores {
             Activity::Backups(_) => RestoreError::Busy("a backup"),
         })?;
         let source = if request.download_url.trim().is_empty() {
-            self.stored_source(server, uuid, &request.adapter).await?
+            match self.backups.locate(server, uuid).await {
+                Ok(Some((adapter, info))) => Source::Adapter {
+                    adapter,
+                    size: info.size,
+                },
+                Ok(None) => return Err(RestoreError::BackupNotFound),
+                Err(err) => return Err(RestoreError::Internal(format!("{err:#}"))),
+            }
         } else {
             Source::Link(
                 fetch::open_download(request.download_url.trim(), &self.settings.fetch_policy)
@@ -171,41 +173,6 @@ impl Restores {
             .instrument(span),
         );
         Ok(())
-    }
-
-    /// The adapter named in the request, or else any adapter, that holds the backup.
-    async fn stored_source(
-        &self,
-        server: &str,
-        uuid: &str,
-        named: &str,
-    ) -> Result<Source, RestoreError> {
-        let candidates: Vec<Arc<Adapter>> = match self.adapters.get(named) {
-            Some(adapter) => vec![adapter],
-            None => self.adapters.all().cloned().collect(),
-        };
-        if candidates.is_empty() {
-            return Err(RestoreError::UnknownAdapter(named.to_string()));
-        }
-        for adapter in candidates {
-            let (s, u) = (server.to_string(), uuid.to_string());
-            match adapter.run(move |a| a.stat(&s, &u)).await {
-                Ok(info) => {
-                    return Ok(Source::Adapter {
-                        adapter,
-                        size: info.size,
-                    })
-                }
-                Err(err) if err.kind == ErrorKind::NOT_FOUND => continue,
-                Err(err) => {
-                    return Err(RestoreError::Internal(format!(
-                        "adapter {}: {err}",
-                        adapter.name
-                    )))
-                }
-            }
-        }
-        Err(RestoreError::BackupNotFound)
     }
 
     async fn run(

@@ -1,0 +1,125 @@
+//! Server trees for restore tests: build one with every kind of entry, and snapshot one
+//! (paths, kinds, modes, mtimes, contents, link targets) to compare after a round trip.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+/// What a tree holds at one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    /// A directory with its mode and mtime (seconds).
+    Dir { mode: u32, mtime: i64 },
+    /// A regular file.
+    File {
+        mode: u32,
+        mtime: i64,
+        content: Vec<u8>,
+    },
+    /// A symlink and its target.
+    Link { target: String },
+}
+
+/// Every path under `root` (relative), with what is there.
+pub fn snapshot(root: &Path) -> BTreeMap<String, Node> {
+    let mut tree = BTreeMap::new();
+    visit(root, root, &mut tree);
+    tree
+}
+
+fn visit(root: &Path, dir: &Path, tree: &mut BTreeMap<String, Node>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let relative = path
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let metadata = path.symlink_metadata().unwrap();
+        let mode = metadata.permissions().mode() & 0o7777;
+        let node = if metadata.file_type().is_symlink() {
+            Node::Link {
+                target: std::fs::read_link(&path)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            }
+        } else if metadata.is_dir() {
+            visit(root, &path, tree);
+            Node::Dir {
+                mode,
+                mtime: metadata.mtime(),
+            }
+        } else {
+            Node::File {
+                mode,
+                mtime: metadata.mtime(),
+                content: std::fs::read(&path).unwrap(),
+            }
+        };
+        tree.insert(relative, node);
+    }
+}
+
+/// Fills `root` with nested directories, an empty one, a symlink, an executable, a long
+/// path and a non-ASCII name, with mtimes in the past so a restore must set them.
+pub fn populate(root: &Path) {
+    let write = |path: &str, content: &[u8], mode: u32| {
+        let full = root.join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(&full, content).unwrap();
+        std::fs::set_permissions(&full, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    write("server.properties", b"motd=hello\n", 0o644);
+    write("start.sh", b"#!/bin/sh\necho start\n", 0o755);
+    write("world/region/r.0.0.mca", &vec![9u8; 100_000], 0o600);
+    write("plugins/Ünïcødé 名前/config.yml", b"a: 1\n", 0o644);
+    let long = format!("{}/{}", "deep".repeat(20), "f".repeat(120));
+    write(&long, b"long", 0o644);
+    std::fs::create_dir_all(root.join("empty/dir")).unwrap();
+    symlink("world/region", root.join("region-link")).unwrap();
+    symlink("/nonexistent/target", root.join("dangling")).unwrap();
+    // Mtimes a day in the past, deepest first so directories keep theirs.
+    let mut paths: Vec<_> = walk(root);
+    paths.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for path in paths {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        let past = libc::timespec {
+            tv_sec: 1_700_000_000,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid path and two valid timespecs.
+        unsafe {
+            libc::utimensat(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                [past, past].as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            );
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.symlink_metadata().unwrap().is_dir() {
+            out.extend(walk(&path));
+        }
+        out.push(path);
+    }
+    out
+}
+
+/// Removes everything inside `root`.
+pub fn wipe(root: &Path) {
+    for entry in std::fs::read_dir(root).unwrap() {
+        let path = entry.unwrap().path();
+        if path.symlink_metadata().unwrap().is_dir() {
+            std::fs::remove_dir_all(&path).unwrap();
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+}

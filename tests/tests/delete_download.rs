@@ -1,0 +1,178 @@
+//! Delete and download end to end: a delete is 204 then 404, and cancels a running backup;
+//! a download streams the stored archive with Range support, and every bad token is refused
+//! with a clear status.
+
+use aerie_e2e::{new_uuid, Daemon, Node};
+use reqwest::Method;
+use serde_json::json;
+
+const SERVER: &str = "9a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+const OTHER: &str = "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0";
+
+fn delete(daemon: &Daemon, server: &str, uuid: &str) -> aerie_e2e::Reply {
+    daemon.send(daemon.request(
+        Method::DELETE,
+        &format!("/api/servers/{server}/backup/{uuid}"),
+    ))
+}
+
+fn noise(len: usize) -> Vec<u8> {
+    let mut state = 0x1234_5678_9abc_def0u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+#[test]
+fn delete_is_204_then_404() {
+    let node = Node::new();
+    std::fs::write(node.server(SERVER).join("a"), b"a").unwrap();
+    node.server(OTHER);
+    let daemon = node.start();
+    let uuid = new_uuid();
+    daemon.start_backup(SERVER, "wings", &uuid, "");
+    daemon.wait_for_end(SERVER, &uuid);
+    // Another server cannot delete it.
+    assert_eq!(delete(&daemon, OTHER, &uuid).status, 404);
+    assert_eq!(delete(&daemon, SERVER, &uuid).status, 204);
+    assert!(!node.backup_dir().join(format!("{uuid}.tar.gz")).exists());
+    let again = delete(&daemon, SERVER, &uuid);
+    assert_eq!(again.status, 404);
+    assert_eq!(
+        again.error(),
+        "The requested backup was not found on this server."
+    );
+    assert_eq!(daemon.status(SERVER, &uuid).status, 404);
+    assert_eq!(delete(&daemon, SERVER, "nope").status, 400);
+}
+
+#[test]
+fn deleting_a_running_backup_cancels_it_and_leaves_nothing() {
+    let mut node = Node::new();
+    std::fs::write(node.server(SERVER).join("noise.bin"), noise(4_000_000)).unwrap();
+    node.system_extra = "  backups:\n    write_limit: 1\n".into();
+    let daemon = node.start();
+    let uuid = new_uuid();
+    daemon.start_backup(SERVER, "wings", &uuid, "");
+    assert_eq!(delete(&daemon, SERVER, &uuid).status, 204);
+    assert!(std::fs::read_dir(node.backup_dir())
+        .map(|d| d.count() == 0)
+        .unwrap_or(true));
+    assert_eq!(daemon.status(SERVER, &uuid).status, 404);
+}
+
+#[test]
+fn an_unregistered_archive_from_a_wings_node_can_be_deleted() {
+    let node = Node::new();
+    node.server(SERVER);
+    std::fs::create_dir_all(node.backup_dir()).unwrap();
+    let uuid = new_uuid();
+    std::fs::write(node.backup_dir().join(format!("{uuid}.tar.gz")), b"old").unwrap();
+    let daemon = node.start();
+    assert_eq!(delete(&daemon, SERVER, &uuid).status, 204);
+    assert!(!node.backup_dir().join(format!("{uuid}.tar.gz")).exists());
+}
+
+fn download_token(
+    node: &Node,
+    server: &str,
+    backup: &str,
+    expires_in: i64,
+    unique: &str,
+) -> String {
+    let now = aerie::jwt::unix_now();
+    aerie::jwt::sign(
+        &json!({
+            "iss": "https://panel.example.com", "aud": ["https://node.example.com"],
+            "jti": "abc", "iat": now, "nbf": now - 300, "exp": now + expires_in,
+            "server_uuid": server, "backup_uuid": backup,
+            "user_uuid": "u", "user_id": 1, "unique_id": unique,
+        }),
+        node.token.as_bytes(),
+    )
+}
+
+#[test]
+fn a_download_streams_the_archive_with_ranges_and_refuses_bad_tokens() {
+    let node = Node::new();
+    std::fs::write(node.server(SERVER).join("noise.bin"), noise(600_000)).unwrap();
+    node.server(OTHER);
+    let daemon = node.start();
+    let uuid = new_uuid();
+    daemon.start_backup(SERVER, "wings", &uuid, "");
+    daemon.wait_for_end(SERVER, &uuid);
+    let stored = std::fs::read(node.backup_dir().join(format!("{uuid}.tar.gz"))).unwrap();
+    let get = |token: &str, range: Option<&str>| {
+        let mut request = daemon
+            .client
+            .get(format!("{}/download/backup", daemon.base))
+            .query(&[("token", token)]);
+        if let Some(range) = range {
+            request = request.header("Range", range);
+        }
+        request.send().unwrap()
+    };
+
+    let response = get(&download_token(&node, SERVER, &uuid, 900, "one"), None);
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    assert_eq!(headers["content-type"], "application/octet-stream");
+    assert_eq!(
+        headers["content-disposition"],
+        format!("attachment; filename=\"{uuid}.tar.gz\"").as_str()
+    );
+    assert_eq!(headers["content-length"], stored.len().to_string().as_str());
+    assert_eq!(response.bytes().unwrap().as_ref(), stored.as_slice());
+
+    let response = get(
+        &download_token(&node, SERVER, &uuid, 900, "two"),
+        Some("bytes=100-1099"),
+    );
+    assert_eq!(response.status(), 206);
+    assert_eq!(
+        response.headers()["content-range"],
+        format!("bytes 100-1099/{}", stored.len()).as_str()
+    );
+    assert_eq!(response.bytes().unwrap().as_ref(), &stored[100..1100]);
+
+    let refused = |token: String, status: u16, what: &str| {
+        let response = get(&token, None);
+        assert_eq!(response.status().as_u16(), status, "{what}");
+        let body: serde_json::Value = response.json().unwrap();
+        assert!(body["error"].is_string(), "{what}: {body}");
+    };
+    refused(
+        download_token(&node, SERVER, &uuid, 900, "one"),
+        403,
+        "replayed",
+    );
+    refused(
+        download_token(&node, SERVER, &uuid, -5, "three"),
+        403,
+        "expired",
+    );
+    let mut forged = Node::new();
+    forged.token = "another-node-token".into();
+    refused(
+        download_token(&forged, SERVER, &uuid, 900, "four"),
+        403,
+        "wrongly signed",
+    );
+    refused(
+        download_token(&node, OTHER, &uuid, 900, "five"),
+        404,
+        "wrong server",
+    );
+    refused("garbage".into(), 401, "malformed");
+    let response = daemon
+        .client
+        .get(format!("{}/download/backup", daemon.base))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 401, "no token");
+}
