@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod panel;
+pub mod tree;
 pub mod websocket;
 
 /// How long a test waits for a backup to end before it calls the daemon hung.
