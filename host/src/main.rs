@@ -1,11 +1,11 @@
-//! The `aerie` command: runs the daemon from a config file, or from the embedded default
-//! when there is none.
+//! The `aerie` command: runs the daemon from a config file (or from the embedded default
+//! when there is none), and a few one-off tools for operators.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use aerie::config::Config;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 /// A backup daemon for the Pterodactyl Panel that speaks the Wings backup API.
@@ -14,12 +14,32 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     /// The config file (Wings' config.yml keys). Without it, ./config.yml if present, else
     /// the embedded default: 127.0.0.1:8080, data under ./aerie-data/, a generated token.
-    #[arg(long, short)]
+    #[arg(long, short, global = true)]
     config: Option<PathBuf>,
 
+    /// What to do; without one, run the daemon.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
     /// Check the config and load the adapters, then exit.
-    #[arg(long)]
-    check: bool,
+    Check,
+    /// Print a websocket token for a server, signed with the node token as the Panel signs
+    /// them (all permissions, valid for 10 minutes).
+    WsToken {
+        /// The server's id.
+        server: String,
+    },
+    /// Print a one-time download link for a backup, as the Panel makes them (valid for 15
+    /// minutes).
+    DownloadLink {
+        /// The server's id.
+        server: String,
+        /// The backup's uuid.
+        backup: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -39,29 +59,60 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn load_config(path: Option<PathBuf>, announce: bool) -> anyhow::Result<Config> {
     let default_file = PathBuf::from("config.yml");
-    let config = match cli.config {
+    Ok(match path {
         Some(path) => Config::load(&path)?,
         None if default_file.exists() => Config::load(&default_file)?,
         None => {
             let config = Config::embedded()?;
-            println!(
-                "aerie: no config file; running on the embedded default (data in ./{}/)",
-                aerie::config::DEFAULT_DATA_FOLDER
-            );
-            println!("aerie: API token: {}", config.token);
+            if announce {
+                println!(
+                    "aerie: no config file; running on the embedded default (data in ./{}/)",
+                    aerie::config::DEFAULT_DATA_FOLDER
+                );
+                println!("aerie: API token: {}", config.token);
+            }
             config
         }
-    };
-    let runtime = tokio::runtime::Runtime::new()?;
-    if cli.check {
-        runtime.block_on(async {
-            let config = config.clone();
-            tokio::task::spawn_blocking(move || aerie::plugins::Adapters::load(&config)).await?
-        })?;
-        println!("aerie: the config and its adapters are good");
-        return Ok(());
+    })
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let serving = cli.command.is_none();
+    let config = load_config(cli.config, serving)?;
+    let now = aerie::jwt::unix_now();
+    match cli.command {
+        None => tokio::runtime::Runtime::new()?.block_on(aerie::run(config)),
+        Some(Command::Check) => {
+            aerie::plugins::Adapters::load(&config)?;
+            println!("aerie: the config and its adapters are good");
+            Ok(())
+        }
+        Some(Command::WsToken { server }) => {
+            let claims = serde_json::json!({
+                "iat": now, "nbf": now, "exp": now + 600,
+                "server_uuid": server, "permissions": ["*"],
+            });
+            println!("{}", aerie::jwt::sign(&claims, config.token.as_bytes()));
+            Ok(())
+        }
+        Some(Command::DownloadLink { server, backup }) => {
+            let claims = serde_json::json!({
+                "iat": now, "nbf": now, "exp": now + 900,
+                "server_uuid": server, "backup_uuid": backup,
+                "unique_id": uuid::Uuid::new_v4().simple().to_string(),
+            });
+            let token = aerie::jwt::sign(&claims, config.token.as_bytes());
+            let host = match config.api.host.as_str() {
+                "0.0.0.0" | "::" => "127.0.0.1",
+                host => host,
+            };
+            println!(
+                "http://{host}:{}/download/backup?token={token}",
+                config.api.port
+            );
+            Ok(())
+        }
     }
-    runtime.block_on(aerie::run(config))
 }
