@@ -327,6 +327,19 @@ impl Drop for Daemon {
     }
 }
 
+/// `len` bytes that gzip cannot shrink (xorshift), the same on every run.
+pub fn noise(len: usize) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
 /// A fresh canonical uuid.
 pub fn new_uuid() -> String {
     uuid::Uuid::new_v4().to_string()

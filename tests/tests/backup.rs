@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
-use aerie_e2e::{new_uuid, run, Node};
+use aerie_e2e::{new_uuid, noise, run, Node};
 use serde_json::json;
 
 const SERVER: &str = "1a7ce997-259b-452e-8b4e-cecc464142ca";
@@ -285,19 +285,6 @@ fn files_that_change_size_during_the_backup_never_fail_it() {
     run("gzip", &["-t", archive.to_str().unwrap()], node.dir.path());
     let names = run("tar", &["-tzf", archive.to_str().unwrap()], node.dir.path());
     assert_eq!(names.lines().count(), 21, "{names}");
-}
-
-/// Bytes that gzip cannot shrink.
-fn noise(len: usize) -> Vec<u8> {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! a download streams the stored archive with Range support, and every bad token is refused
 //! with a clear status.
 
-use aerie_e2e::{new_uuid, Daemon, Node};
+use aerie_e2e::{new_uuid, noise, Daemon, Node};
 use reqwest::Method;
 use serde_json::json;
 
@@ -14,18 +14,6 @@ fn delete(daemon: &Daemon, server: &str, uuid: &str) -> aerie_e2e::Reply {
         Method::DELETE,
         &format!("/api/servers/{server}/backup/{uuid}"),
     ))
-}
-
-fn noise(len: usize) -> Vec<u8> {
-    let mut state = 0x1234_5678_9abc_def0u64;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use aerie_e2e::{fixture_library, new_uuid, wings_library, Node};
+use aerie_e2e::{fixture_library, new_uuid, noise, wings_library, Node};
 
 const SERVER: &str = "5f0c2b1e-8d7a-4e3f-a1b2-c3d4e5f60718";
 
@@ -22,17 +22,9 @@ fn files_in(dir: &Path) -> Vec<String> {
 /// A server with 8 MB that gzip cannot shrink, so its archive spans several chunks.
 fn busy_server(node: &Node) {
     let root = node.server(SERVER);
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    for i in 0..8 {
-        let content: Vec<u8> = (0..1_000_000)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
-        std::fs::write(root.join(format!("chunk-{i}.bin")), content).unwrap();
+    let content = noise(8_000_000);
+    for (i, chunk) in content.chunks(1_000_000).enumerate() {
+        std::fs::write(root.join(format!("chunk-{i}.bin")), chunk).unwrap();
     }
 }
 

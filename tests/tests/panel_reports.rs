@@ -3,7 +3,7 @@
 //! cannot take yet is kept (with the archive) and delivered later, across restarts.
 
 use aerie_e2e::panel::PanelStandIn;
-use aerie_e2e::{fixture_library, new_uuid, Daemon, Node};
+use aerie_e2e::{fixture_library, new_uuid, noise, Daemon, Node};
 use reqwest::Method;
 
 const SERVER: &str = "3b9e6f8a-1c2d-4e5f-8a7b-9c0d1e2f3a4b";
@@ -144,16 +144,7 @@ fn a_backup_cut_off_by_a_crash_is_reported_failed_at_the_next_start() {
     let panel = PanelStandIn::start("test", "test-node-token-0123456789");
     let mut node = node_with_panel(&panel);
     // Slow enough to be running when the daemon is killed.
-    let mut state = 1u64;
-    let noise: Vec<u8> = (0..4_000_000)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1);
-            (state >> 33) as u8
-        })
-        .collect();
-    std::fs::write(node.server(SERVER).join("noise.bin"), noise).unwrap();
+    std::fs::write(node.server(SERVER).join("noise.bin"), noise(4_000_000)).unwrap();
     node.system_extra = "  backups:\n    write_limit: 1\n".into();
     let daemon = node.start();
     let uuid = new_uuid();

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use aerie_e2e::tree::{populate, snapshot, wipe};
 use aerie_e2e::websocket::{connect, token, Frame, Socket};
-use aerie_e2e::{new_uuid, run, Daemon, Node, Reply};
+use aerie_e2e::{new_uuid, noise, run, Daemon, Node, Reply};
 use serde_json::{json, Value};
 
 const SERVER: &str = "6d8f0a2c-4e6b-4d8f-a0c2-e4f6a8b0c2d4";
@@ -300,16 +300,7 @@ fn a_download_url_to_loopback_is_refused_unless_allow_listed() {
 fn a_second_restore_or_a_restore_during_a_backup_is_409() {
     let mut node = Node::new();
     let root = node.server(SERVER);
-    let mut state = 7u64;
-    let noise: Vec<u8> = (0..3_000_000)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
-    std::fs::write(root.join("noise.bin"), noise).unwrap();
+    std::fs::write(root.join("noise.bin"), noise(3_000_000)).unwrap();
     // 1 MiB/s both ways: the jobs below run for seconds.
     node.system_extra = "  backups:\n    write_limit: 1\n".into();
     let daemon = node.start();
