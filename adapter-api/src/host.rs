@@ -203,8 +203,9 @@ impl LoadedAdapter {
     }
 }
 
-/// The writer of one backup in progress. Dropping it without `finish` or `abort` leaves
-/// cleanup to the adapter's `discard_incomplete`; the host always calls one of the two.
+/// The writer of one backup in progress. The host always ends it with `finish` or `abort`;
+/// dropped without either, it runs the adapter's own `Drop` (guarded like every call),
+/// which should discard what was written.
 pub struct SinkHandle {
     inner: BackupSinkBox,
 }

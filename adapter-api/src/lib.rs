@@ -91,7 +91,9 @@
 //! - The host calls every method from a blocking thread, one sink per backup, and always
 //!   ends a sink with exactly one of [`Sink::finish`] or [`Sink::abort`]. A backup must not
 //!   be visible under its final name before `finish` returns, and `abort` must leave
-//!   nothing behind.
+//!   nothing behind; a sink dropped without either (a host bug, or a crash of the host's
+//!   job) should discard itself in `Drop`. [`StoredBackup::parts`] may be empty when the
+//!   storage kept the archive as one object.
 //! - Calls are guarded: a panic in an adapter becomes an error for that call, not a dead
 //!   daemon. Do not build adapters with `panic = "abort"`.
 //! - Log with `tracing`: your crate's events (and others' at WARN and above) are forwarded to
