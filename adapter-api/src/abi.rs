@@ -1,6 +1,6 @@
 //! The types that cross the library boundary: the root module every adapter exports and the
 //! FFI-safe trait objects behind it. Adapter authors never touch these directly: they
-//! implement the plain traits in [`crate::plugin`], and hosts use the wrappers in
+//! implement the plain traits in [`crate::Adapter`] and its kin, and hosts use the wrappers in
 //! [`crate::host`].
 //!
 //! Evolution: the root module and each trait may only grow at the end (after the
