@@ -19,7 +19,7 @@ use tracing::Instrument;
 use crate::archive::{self, ArchiveSettings, IgnoreRules, Progress, Written};
 use crate::events::panel::Notifier;
 use crate::events::{self, EventBus};
-use crate::locks::ServerLocks;
+use crate::locks::{ServerGuard, ServerLocks};
 use crate::plugins::{Adapter, Adapters};
 use crate::registry::{BackupRecord, Registry, ReserveError, State};
 
@@ -86,6 +86,18 @@ struct RunningJob {
     cancelled: Arc<AtomicBool>,
     /// Turns true once the job has ended and recorded how.
     ended: watch::Receiver<bool>,
+}
+
+/// Everything one backup job works with.
+struct Job {
+    server: String,
+    root: PathBuf,
+    request: BackupRequest,
+    adapter: Arc<Adapter>,
+    progress: Arc<Progress>,
+    cancelled: Arc<AtomicBool>,
+    /// Keeps restores off the server until the archive is made.
+    server_guard: ServerGuard,
 }
 
 /// All backups of this node: the registry, the running jobs and the way to start one.
@@ -221,9 +233,16 @@ impl Backups {
         let server = server.to_string();
         tokio::spawn(
             async move {
-                this.run(server, root, request, adapter, progress, cancelled)
-                    .await;
-                drop(guard);
+                let job = Job {
+                    server,
+                    root,
+                    request,
+                    adapter,
+                    progress,
+                    cancelled,
+                    server_guard: guard,
+                };
+                this.run(job).await;
                 let _ = ended_tx.send(true);
                 drop(alive);
             }
@@ -232,15 +251,16 @@ impl Backups {
         Ok(())
     }
 
-    async fn run(
-        &self,
-        server: String,
-        root: PathBuf,
-        request: BackupRequest,
-        adapter: Arc<Adapter>,
-        progress: Arc<Progress>,
-        cancelled: Arc<AtomicBool>,
-    ) {
+    async fn run(&self, job: Job) {
+        let Job {
+            server,
+            root,
+            request,
+            adapter,
+            progress,
+            cancelled,
+            server_guard,
+        } = job;
         tracing::info!(adapter = %adapter.name, root = %root.display(), "backup started");
         let uuid = request.uuid.clone();
         self.events
@@ -271,6 +291,8 @@ impl Backups {
             .await;
         let _ = stop_ticking.send(());
         let _ = ticker.await;
+        // The server is free again before anyone can see the backup has ended.
+        drop(server_guard);
         let bytes_done = progress.bytes_done.load(Ordering::Relaxed);
         let report_path = format!("/backups/{uuid}");
         let (recorded, completed) = match &outcome {

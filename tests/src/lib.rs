@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod panel;
+pub mod s3;
 pub mod tree;
 pub mod websocket;
 

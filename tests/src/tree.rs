@@ -16,8 +16,8 @@ pub enum Node {
         mtime: i64,
         content: Vec<u8>,
     },
-    /// A symlink and its target.
-    Link { target: String },
+    /// A symlink, its target and its own mtime.
+    Link { target: String, mtime: i64 },
 }
 
 /// Every path under `root` (relative), with what is there.
@@ -43,6 +43,7 @@ fn visit(root: &Path, dir: &Path, tree: &mut BTreeMap<String, Node>) {
                     .unwrap()
                     .to_string_lossy()
                     .into_owned(),
+                mtime: metadata.mtime(),
             }
         } else if metadata.is_dir() {
             visit(root, &path, tree);
@@ -61,8 +62,9 @@ fn visit(root: &Path, dir: &Path, tree: &mut BTreeMap<String, Node>) {
     }
 }
 
-/// Fills `root` with nested directories, an empty one, a symlink, an executable, a long
-/// path and a non-ASCII name, with mtimes in the past so a restore must set them.
+/// Fills `root` with nested directories, an empty one, a symlink, a dangling symlink, an
+/// executable, a long path and a non-ASCII name (besides whatever `root` already holds),
+/// then gives every path its own mtime in the past, so a restore must set each.
 pub fn populate(root: &Path) {
     let write = |path: &str, content: &[u8], mode: u32| {
         let full = root.join(path);
@@ -70,46 +72,45 @@ pub fn populate(root: &Path) {
         std::fs::write(&full, content).unwrap();
         std::fs::set_permissions(&full, std::fs::Permissions::from_mode(mode)).unwrap();
     };
-    write("server.properties", b"motd=hello\n", 0o644);
+    write("server.properties", b"motd=hello\n", 0o640);
     write("start.sh", b"#!/bin/sh\necho start\n", 0o755);
     write("world/region/r.0.0.mca", &vec![9u8; 100_000], 0o600);
     write("plugins/Ünïcødé 名前/config.yml", b"a: 1\n", 0o644);
-    let long = format!("{}/{}", "deep".repeat(20), "f".repeat(120));
+    let long = format!(
+        "{}/{}/{}",
+        "a".repeat(100),
+        "b".repeat(100),
+        "c".repeat(150)
+    );
     write(&long, b"long", 0o644);
     std::fs::create_dir_all(root.join("empty/dir")).unwrap();
     symlink("world/region", root.join("region-link")).unwrap();
     symlink("/nonexistent/target", root.join("dangling")).unwrap();
-    // Mtimes a day in the past, deepest first so directories keep theirs.
-    let mut paths: Vec<_> = walk(root);
-    paths.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for path in paths {
-        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-        let past = libc::timespec {
-            tv_sec: 1_700_000_000,
-            tv_nsec: 0,
-        };
-        // SAFETY: a valid path and two valid timespecs.
-        unsafe {
-            libc::utimensat(
-                libc::AT_FDCWD,
-                c.as_ptr(),
-                [past, past].as_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW,
-            );
-        }
+    let mut paths: Vec<String> = snapshot(root).into_keys().collect();
+    // Deepest first, so that setting a child's mtime does not move its directory's.
+    paths.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+    for (i, path) in paths.iter().enumerate() {
+        set_mtime(&root.join(path), 1_600_000_000 + 3_600 * i as i64);
     }
 }
 
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.symlink_metadata().unwrap().is_dir() {
-            out.extend(walk(&path));
-        }
-        out.push(path);
-    }
-    out
+/// Sets `path`'s mtime (and atime), not following a symlink.
+fn set_mtime(path: &Path, seconds: i64) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let time = libc::timespec {
+        tv_sec: seconds as libc::time_t,
+        tv_nsec: 0,
+    };
+    // SAFETY: a NUL-terminated path and an array of two timespecs.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            [time, time].as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(rc, 0, "utimensat {}", path.display());
 }
 
 /// Removes everything inside `root`.
