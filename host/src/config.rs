@@ -160,6 +160,9 @@ pub struct Backups {
     /// How hard to compress.
     #[serde(default)]
     pub compression_level: CompressionLevel,
+    /// Threads that compress a backup; unset means one per core.
+    #[serde(default)]
+    pub compression_threads: Option<usize>,
     /// Hosts, IPs and CIDRs a restore's `download_url` may reach although they are
     /// loopback or private (later Wings' key).
     #[serde(default)]
@@ -220,6 +223,9 @@ impl Config {
                 bail!("system.backups.restore_host_allowlist: {err}");
             }
         }
+        if self.system.backups.compression_threads == Some(0) {
+            bail!("system.backups.compression_threads: must be at least 1 (or unset: one per core)");
+        }
         if self.system.user.uid.is_some() != self.system.user.gid.is_some() {
             bail!("system.user: set both uid and gid, or neither");
         }
@@ -259,6 +265,13 @@ impl Config {
             },
             plugins: None,
             ignored_keys: Vec::new(),
+        })
+    }
+
+    /// How many threads compress a backup: the configured number, or one per core.
+    pub fn compression_threads(&self) -> usize {
+        self.system.backups.compression_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
         })
     }
 

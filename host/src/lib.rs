@@ -47,6 +47,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", config.system.data.display()))?;
     let settings = ArchiveSettings {
         compression: config.system.backups.compression_level,
+        threads: config.compression_threads(),
         write_limit: config.write_limit_bytes(),
     };
     let started_at = jwt::unix_now();

@@ -1,8 +1,10 @@
 //! Making an archive: walk the server's tree (minus what its ignore rules leave out) into a
-//! tar stream, gzip it, and stream the result into an adapter's sink while hashing it.
-//! Everything here runs on one blocking thread and streams: memory stays flat whatever the
-//! size of the backup.
+//! tar stream, gzip it on every core, and stream the result into an adapter's sink while
+//! hashing it. The walk, tar, SHA-1 and the writes to the sink run on one blocking thread
+//! while worker threads compress; everything streams, so memory stays flat whatever the size
+//! of the backup.
 
+pub mod gzip;
 mod ignore_rules;
 mod output;
 mod tree;
@@ -12,13 +14,13 @@ use std::sync::atomic::AtomicBool;
 
 use aerie_adapter_api::host::SinkHandle;
 use anyhow::Context;
-use flate2::{write::GzEncoder, Compression};
 
 pub use ignore_rules::IgnoreRules;
 pub use output::Written;
 pub use tree::{measure_tree, Progress};
 
 use crate::config::CompressionLevel;
+use gzip::{Level, ParallelGzWriter};
 use output::ArchiveOutput;
 
 /// How an archive is made.
@@ -26,15 +28,17 @@ use output::ArchiveOutput;
 pub struct ArchiveSettings {
     /// gzip level.
     pub compression: CompressionLevel,
+    /// Threads that compress (`system.backups.compression_threads`).
+    pub threads: usize,
     /// Compressed bytes per second, if limited.
     pub write_limit: Option<u64>,
 }
 
-fn gzip_level(level: CompressionLevel) -> Compression {
+fn gzip_level(level: CompressionLevel) -> Level {
     match level {
-        CompressionLevel::None => Compression::none(),
-        CompressionLevel::BestSpeed => Compression::fast(),
-        CompressionLevel::BestCompression => Compression::best(),
+        CompressionLevel::None => Level::NONE,
+        CompressionLevel::BestSpeed => Level::BEST_SPEED,
+        CompressionLevel::BestCompression => Level::BEST_COMPRESSION,
     }
 }
 
@@ -49,7 +53,8 @@ pub fn write_archive(
     cancelled: &AtomicBool,
 ) -> anyhow::Result<Written> {
     let output = ArchiveOutput::new(sink, settings.write_limit, cancelled);
-    let gzip = GzEncoder::new(output, gzip_level(settings.compression));
+    let gzip = ParallelGzWriter::new(output, gzip_level(settings.compression), settings.threads)
+        .context("cannot start compressing")?;
     let mut builder = tar::Builder::new(gzip);
     builder.mode(tar::HeaderMode::Complete);
     builder.follow_symlinks(false);
