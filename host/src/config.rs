@@ -224,7 +224,9 @@ impl Config {
             }
         }
         if self.system.backups.compression_threads == Some(0) {
-            bail!("system.backups.compression_threads: must be at least 1 (or unset: one per core)");
+            bail!(
+                "system.backups.compression_threads: must be at least 1 (or unset: one per core)"
+            );
         }
         if self.system.user.uid.is_some() != self.system.user.gid.is_some() {
             bail!("system.user: set both uid and gid, or neither");
@@ -270,9 +272,10 @@ impl Config {
 
     /// How many threads compress a backup: the configured number, or one per core.
     pub fn compression_threads(&self) -> usize {
-        self.system.backups.compression_threads.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        })
+        self.system
+            .backups
+            .compression_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
     /// The owner (uid, gid) of restored files, if configured.

@@ -185,6 +185,18 @@ impl Node {
         );
         (output.status.code().unwrap_or(-1), printed)
     }
+
+    /// Runs the daemon with this node's config, asserts that it refuses to start (a non-zero
+    /// exit), and returns the one line that says why: the line starting `aerie: `.
+    pub fn refusal(&self) -> String {
+        let (code, printed) = self.start_expecting_failure();
+        assert_ne!(code, 0, "aerie started:\n{printed}");
+        printed
+            .lines()
+            .find(|l| l.starts_with("aerie: "))
+            .unwrap_or_else(|| panic!("no error line:\n{printed}"))
+            .to_string()
+    }
 }
 
 impl Default for Node {

@@ -64,26 +64,16 @@ fn libraries_that_are_not_adapters_are_refused_clearly() {
     assert_eq!(err.0.lines().count(), 1);
 }
 
-fn refused(node: &Node) -> String {
-    let (code, printed) = node.start_expecting_failure();
-    assert_ne!(code, 0, "aerie started:\n{printed}");
-    let line = printed
-        .lines()
-        .find(|l| l.starts_with("aerie: "))
-        .unwrap_or_else(|| panic!("no error line:\n{printed}"));
-    line.to_string()
-}
-
 #[test]
 fn a_missing_or_foreign_library_stops_start_up_naming_the_plugins_file() {
     let mut node = Node::new();
     node.plugins = Some("adapters:\n  - name: wings\n    library: ./libmissing.so\n".into());
-    let line = refused(&node);
+    let line = node.refusal();
     assert!(line.contains("plugins.yml"), "{line}");
     assert!(line.contains("libmissing.so"), "{line}");
 
     node.plugins = Some("adapters:\n  - name: wings\n    librar: x\n".into());
-    let line = refused(&node);
+    let line = node.refusal();
     assert!(
         line.contains("plugins.yml") && line.contains("librar"),
         "{line}"
@@ -97,7 +87,7 @@ fn a_bad_adapter_config_stops_start_up_naming_the_key() {
         "adapters:\n  - name: wings\n    library: {}\n    config:\n      directory: 42\n",
         wings_library().display()
     ));
-    let line = refused(&node);
+    let line = node.refusal();
     assert!(line.contains("directory"), "{line}");
     assert!(line.contains("invalid config"), "{line}");
 }
@@ -106,7 +96,7 @@ fn a_bad_adapter_config_stops_start_up_naming_the_key() {
 fn a_bad_config_value_stops_start_up_naming_the_key() {
     let mut node = Node::new();
     node.system_extra = "  backups:\n    compression_level: fastest\n".into();
-    let line = refused(&node);
+    let line = node.refusal();
     assert!(line.contains("system.backups.compression_level"), "{line}");
 }
 

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use aerie_adapter_api::host::SinkHandle;
 use aerie_adapter_api::{ErrorKind, StoredBackup};
+use aerie_s3_test_support::{sha1_hex, Bucket, Proxy, MIB};
 use serde_json::{json, Value};
 use std::io::Read;
-use support::proxy::Proxy;
-use support::{data, endpoint, instantiate, sha1_hex, within, Bucket, AERIE_VERSION, MIB};
+use support::{data, instantiate, within, AdapterOn, AERIE_VERSION};
 
 const SERVER: &str = "8d3ec2e0-4f0e-4a8c-9a57-0c1f1a6e7d21";
 const BACKUP: &str = "0b6f2a43-1c55-4d8e-b1a4-6a0f3d9e2c10";
@@ -366,7 +366,7 @@ fn a_missing_bucket_is_a_clear_error() {
 fn a_refused_part_is_retried() {
     within(LIMIT, || {
         let bucket = Bucket::new("retry");
-        let proxy = Proxy::start(&endpoint());
+        let proxy = Proxy::start();
         proxy.refuse_next_parts(1);
         let (adapter, log) = bucket.adapter(json!({ "endpoint": proxy.url }));
         let archive = data(12 * MIB, 11);
@@ -392,7 +392,7 @@ fn a_refused_part_is_retried() {
 fn no_more_parts_than_concurrency_are_in_flight() {
     within(LIMIT, || {
         let bucket = Bucket::new("concurrency");
-        let proxy = Proxy::start(&endpoint());
+        let proxy = Proxy::start();
         let (adapter, _log) = bucket.adapter(json!({ "endpoint": proxy.url, "concurrency": 2 }));
         let archive = data(31 * MIB, 13);
         let mut sink = adapter.begin_backup(SERVER, BACKUP).unwrap();
@@ -414,7 +414,7 @@ fn no_more_parts_than_concurrency_are_in_flight() {
 fn a_server_that_dies_mid_upload_fails_the_backup_and_leaves_nothing() {
     within(LIMIT, || {
         let bucket = Bucket::new("dies");
-        let proxy = Proxy::start(&endpoint());
+        let proxy = Proxy::start();
         let (adapter, log) = bucket.adapter(json!({ "endpoint": proxy.url, "concurrency": 2 }));
         let mut sink = adapter.begin_backup(SERVER, BACKUP).unwrap();
         let archive = data(40 * MIB, 12);

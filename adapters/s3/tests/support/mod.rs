@@ -1,40 +1,19 @@
-//! What the S3 adapter's tests share: the adapter library loaded through the real boundary,
-//! a logger that keeps the adapter's lines, a direct S3 client for checking the bucket, and
-//! deterministic test data.
-//!
-//! The tests need a running S3 server: `source tests/s3-server.sh && s3_server_start`
-//! exports `AERIE_TEST_S3_ENDPOINT`. Without it they fail, saying so, rather than skip.
-
-pub mod proxy;
+//! What the S3 adapter's tests share beyond `aerie-s3-test-support` (the test server, a
+//! direct client on a bucket, the fault-injecting proxy): the adapter library loaded through
+//! the real boundary, a logger that keeps the adapter's lines, and deterministic test data.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use aerie_adapter_api::abi::LogLevel;
 use aerie_adapter_api::host::{load_library, AdapterLibrary, LoadedAdapter, Logger};
 use aerie_adapter_api::{AdapterError, HostContext};
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_s3::Client;
+use aerie_s3_test_support::{access_key_id, endpoint, secret_access_key, Bucket};
 use serde_json::{json, Value};
-use tokio::runtime::Runtime;
 
 /// The aerie version the tests announce, expected back in sidecars.
 pub const AERIE_VERSION: &str = "0.0.0-test";
-/// One mebibyte.
-pub const MIB: usize = 1024 * 1024;
-
-/// The test S3 server's URL.
-pub fn endpoint() -> String {
-    std::env::var("AERIE_TEST_S3_ENDPOINT").unwrap_or_else(|_| {
-        panic!(
-            "AERIE_TEST_S3_ENDPOINT is not set: these tests need a local S3 server. Run them with\n  \
-             source tests/s3-server.sh && s3_server_start && cargo build -p aerie-adapter-s3 && \
-             cargo test -p aerie-adapter-s3; s3_server_stop"
-        )
-    })
-}
 
 /// The adapter library under test: the built `libaerie_adapter_s3.so` beside the test's
 /// own folder (`cargo test` does not build cdylibs: build it first), or, with
@@ -111,61 +90,24 @@ impl Logger for Lines {
     }
 }
 
-/// A fresh bucket in the test server with a direct client to inspect it.
-pub struct Bucket {
-    /// Its name.
-    pub name: String,
-    /// A client of its own (not the adapter's).
-    pub client: Client,
-    runtime: Runtime,
+/// The adapter on a bucket of the test server: the shared [`Bucket`] plus what only these
+/// tests need.
+pub trait AdapterOn {
+    /// The adapter config for this bucket: the test server, path style, static keys.
+    fn config(&self, extra: Value) -> Value;
+
+    /// An adapter instance on this bucket, and its log.
+    fn adapter(&self, extra: Value) -> (LoadedAdapter, Arc<Lines>);
 }
 
-impl Bucket {
-    /// Creates a bucket named after `test` (plus a counter, so each call gets its own).
-    pub fn new(test: &str) -> Bucket {
-        let bucket = Bucket::without_creating(test);
-        bucket
-            .run(bucket.client.create_bucket().bucket(&bucket.name).send())
-            .unwrap();
-        bucket
-    }
-
-    /// A client for a bucket name that is not created.
-    pub fn without_creating(test: &str) -> Bucket {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{}-{}-{n}", test.replace('_', "-"), std::process::id());
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let config = aws_sdk_s3::config::Builder::new()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
-            .endpoint_url(endpoint())
-            .force_path_style(true)
-            .build();
-        Bucket {
-            name,
-            client: Client::from_conf(config),
-            runtime,
-        }
-    }
-
-    /// Runs a request of the direct client.
-    pub fn run<F: std::future::Future>(&self, future: F) -> F::Output {
-        self.runtime.block_on(future)
-    }
-
-    /// The adapter config for this bucket: the test server, path style, static keys.
-    pub fn config(&self, extra: Value) -> Value {
+impl AdapterOn for Bucket {
+    fn config(&self, extra: Value) -> Value {
         let mut config = json!({
             "bucket": self.name,
             "endpoint": endpoint(),
             "force_path_style": true,
-            "access_key_id": "test",
-            "secret_access_key": "test",
+            "access_key_id": access_key_id(),
+            "secret_access_key": secret_access_key(),
         });
         for (key, value) in extra.as_object().expect("extra config is a mapping") {
             config[key] = value.clone();
@@ -173,63 +115,8 @@ impl Bucket {
         config
     }
 
-    /// An adapter instance on this bucket, and its log.
-    pub fn adapter(&self, extra: Value) -> (LoadedAdapter, Arc<Lines>) {
+    fn adapter(&self, extra: Value) -> (LoadedAdapter, Arc<Lines>) {
         instantiate(&self.config(extra)).unwrap_or_else(|e| panic!("instantiating: {e}"))
-    }
-
-    /// The object's bytes.
-    pub fn get(&self, key: &str) -> Vec<u8> {
-        self.run(async {
-            let output = self
-                .client
-                .get_object()
-                .bucket(&self.name)
-                .key(key)
-                .send()
-                .await?;
-            Ok::<_, Box<dyn std::error::Error>>(output.body.collect().await?.to_vec())
-        })
-        .unwrap_or_else(|e| panic!("GetObject {key}: {e}"))
-    }
-
-    /// Whether an object exists at `key`.
-    pub fn exists(&self, key: &str) -> bool {
-        match self.run(self.client.head_object().bucket(&self.name).key(key).send()) {
-            Ok(_) => true,
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => false,
-            Err(e) => panic!("HeadObject {key}: {e:?}"),
-        }
-    }
-
-    /// The keys of the unfinished multipart uploads in the bucket.
-    pub fn multipart_uploads(&self) -> Vec<String> {
-        let output = self
-            .run(
-                self.client
-                    .list_multipart_uploads()
-                    .bucket(&self.name)
-                    .send(),
-            )
-            .unwrap_or_else(|e| panic!("ListMultipartUploads: {e:?}"));
-        output
-            .uploads()
-            .iter()
-            .filter_map(|u| u.key().map(str::to_string))
-            .collect()
-    }
-
-    /// Waits (up to `limit`, a guard against a hang) until no multipart upload is left.
-    pub fn wait_for_no_uploads(&self, limit: Duration) {
-        let start = std::time::Instant::now();
-        while !self.multipart_uploads().is_empty() {
-            assert!(
-                start.elapsed() < limit,
-                "multipart uploads still in the bucket after {limit:?}: {:?}",
-                self.multipart_uploads()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
     }
 }
 
@@ -256,15 +143,6 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
-}
-
-/// The SHA-1 of `bytes`, hex.
-pub fn sha1_hex(bytes: &[u8]) -> String {
-    use sha1::{Digest, Sha1};
-    Sha1::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Runs `body` on its own thread and fails if it has not returned within `limit` (a guard

@@ -1,14 +1,18 @@
-//! A small fault-injecting HTTP proxy in front of the test S3 server. It forwards each
-//! request on a connection of its own and can (a) answer the next N UploadPart requests
-//! with `503 Slow Down`, as S3 does when throttling, and (b) play dead: drop every
-//! connection, including requests in flight, until it is brought back.
+//! A fault-injecting HTTP proxy in front of the test S3 server.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
-/// A running proxy; it lives until the test process ends.
+use crate::endpoint;
+
+/// A fault-injecting HTTP proxy in front of the test server. Each request gets a connection
+/// of its own (it answers `Connection: close`); bodies must carry a `Content-Length`. It can
+/// answer UploadPart requests with `503 SlowDown`, and play dead: drop every connection,
+/// requests in flight included, until it is brought back, either at once or from the Nth
+/// UploadPart on. It counts the UploadPart requests it sees, refuses and forwards, and the
+/// most in progress at once. It lives until the test process ends.
 pub struct Proxy {
     /// Where clients connect: `http://127.0.0.1:PORT`.
     pub url: String,
@@ -18,11 +22,15 @@ pub struct Proxy {
 struct State {
     upstream: SocketAddr,
     down: AtomicBool,
-    /// UploadPart requests still to refuse.
+    /// UploadPart requests still to answer with 503.
     refuse_parts: AtomicU32,
-    /// UploadPart requests refused so far.
+    /// UploadPart requests answered with 503 so far.
     refused: AtomicU32,
-    /// UploadPart requests forwarded so far.
+    /// UploadPart requests to let through before playing dead (`u32::MAX`: never).
+    parts_before_down: AtomicU32,
+    /// UploadPart requests that reached the proxy.
+    parts_seen: AtomicU32,
+    /// UploadPart requests forwarded to the server.
     parts_forwarded: AtomicU32,
     /// UploadPart requests being received or forwarded now, and the most there ever were.
     parts_now: AtomicU32,
@@ -47,20 +55,22 @@ impl Drop for InProgress<'_> {
 }
 
 impl Proxy {
-    /// Starts a proxy to the server at `upstream` (`http://host:port`).
-    pub fn start(upstream: &str) -> Proxy {
-        let upstream: SocketAddr = upstream
+    /// Starts a proxy to the test server.
+    pub fn start() -> Proxy {
+        let upstream: SocketAddr = endpoint()
             .trim_start_matches("http://")
             .trim_end_matches('/')
             .parse()
             .expect("the test endpoint is http://IP:PORT");
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let url = format!("http://{}", listener.local_addr().expect("proxy address"));
         let state = Arc::new(State {
             upstream,
             down: AtomicBool::new(false),
             refuse_parts: AtomicU32::new(0),
             refused: AtomicU32::new(0),
+            parts_before_down: AtomicU32::new(u32::MAX),
+            parts_seen: AtomicU32::new(0),
             parts_forwarded: AtomicU32::new(0),
             parts_now: AtomicU32::new(0),
             parts_max: AtomicU32::new(0),
@@ -77,14 +87,25 @@ impl Proxy {
         Proxy { url, state }
     }
 
-    /// Answers the next `n` UploadPart requests with `503 Slow Down`.
+    /// Answers the next `n` UploadPart requests with `503 SlowDown`, as S3 does when
+    /// throttling.
     pub fn refuse_next_parts(&self, n: u32) {
         self.state.refuse_parts.store(n, Ordering::SeqCst);
     }
 
-    /// UploadPart requests refused so far.
+    /// UploadPart requests answered with 503 so far.
     pub fn refused(&self) -> u32 {
         self.state.refused.load(Ordering::SeqCst)
+    }
+
+    /// Lets `n` UploadPart requests through, then plays dead from the next one on.
+    pub fn go_down_after_parts(&self, n: u32) {
+        self.state.parts_before_down.store(n, Ordering::SeqCst);
+    }
+
+    /// UploadPart requests that reached the proxy so far.
+    pub fn parts_seen(&self) -> u32 {
+        self.state.parts_seen.load(Ordering::SeqCst)
     }
 
     /// UploadPart requests forwarded to the server so far.
@@ -97,31 +118,40 @@ impl Proxy {
         self.state.parts_max.load(Ordering::SeqCst)
     }
 
-    /// Plays dead (`true`): every connection, and every request in flight, is dropped.
+    /// Whether the proxy plays dead.
+    pub fn is_down(&self) -> bool {
+        self.state.down.load(Ordering::SeqCst)
+    }
+
+    /// Plays dead (`true`) or passes traffic again (`false`, which also cancels
+    /// [`Proxy::go_down_after_parts`]).
     pub fn set_down(&self, down: bool) {
+        if !down {
+            self.state
+                .parts_before_down
+                .store(u32::MAX, Ordering::SeqCst);
+        }
         self.state.down.store(down, Ordering::SeqCst);
     }
 }
 
-/// Serves one request on `client`, then closes it.
+/// Serves one request on `client`, then closes the connection.
 fn serve(state: &State, client: TcpStream) -> std::io::Result<()> {
     if state.down.load(Ordering::SeqCst) {
         return Ok(());
     }
     let mut reader = BufReader::new(client.try_clone()?);
-    let mut head = Vec::new();
+    let mut head: Vec<String> = Vec::new();
     loop {
         let mut line = Vec::new();
         if reader.read_until(b'\n', &mut line)? == 0 {
             return Ok(());
         }
-        let end = line == b"\r\n";
-        head.push(String::from_utf8_lossy(&line).trim_end().to_string());
-        if end {
+        if line == b"\r\n" {
             break;
         }
+        head.push(String::from_utf8_lossy(&line).trim_end().to_string());
     }
-    let request_line = head[0].clone();
     let header = |name: &str| {
         head.iter().skip(1).find_map(|h| {
             let (k, v) = h.split_once(':')?;
@@ -134,15 +164,20 @@ fn serve(state: &State, client: TcpStream) -> std::io::Result<()> {
         header("transfer-encoding").is_none(),
         "the proxy handles Content-Length bodies only: {head:?}"
     );
-    let is_part = request_line.starts_with("PUT ") && request_line.contains("partNumber=");
-    let _in_progress = is_part.then(|| InProgress::new(state));
-    let length: usize = header("content-length").map_or(0, |v| v.parse().unwrap());
-    if header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
-        let mut client = &client;
-        client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+    let is_part = head[0].starts_with("PUT ") && head[0].contains("partNumber=");
+    if is_part {
+        let seen = state.parts_seen.fetch_add(1, Ordering::SeqCst);
+        if seen >= state.parts_before_down.load(Ordering::SeqCst) {
+            state.down.store(true, Ordering::SeqCst);
+            return Ok(());
+        }
     }
-
-    // Read the body in pieces, dropping the connection if the proxy goes down meanwhile.
+    let _in_progress = is_part.then(|| InProgress::new(state));
+    let length: usize = header("content-length").map_or(0, |v| v.parse().unwrap_or(0));
+    if header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+        (&client).write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+    }
+    // The body, in pieces: dropped mid-way if the proxy goes down meanwhile.
     let mut body = Vec::with_capacity(length);
     let mut piece = vec![0; 64 * 1024];
     while body.len() < length {
@@ -167,7 +202,7 @@ fn serve(state: &State, client: TcpStream) -> std::io::Result<()> {
         state.refused.fetch_add(1, Ordering::SeqCst);
         let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
                    <Message>Please reduce your request rate.</Message>\
-                   <RequestId>proxy</RequestId></Error>";
+                   <RequestId>aerie-test-proxy</RequestId></Error>";
         write!(
             client,
             "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n\
@@ -178,16 +213,11 @@ fn serve(state: &State, client: TcpStream) -> std::io::Result<()> {
     }
 
     let mut upstream = TcpStream::connect(state.upstream)?;
-    let mut forwarded = format!("{request_line}\r\n");
-    for h in &head[1..] {
-        let name = h
-            .split(':')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if !h.is_empty() && name != "connection" && name != "expect" {
-            forwarded.push_str(h);
+    let mut forwarded = format!("{}\r\n", head[0]);
+    for line in &head[1..] {
+        let name = line.split(':').next().unwrap_or("").trim();
+        if !name.eq_ignore_ascii_case("connection") && !name.eq_ignore_ascii_case("expect") {
+            forwarded.push_str(line);
             forwarded.push_str("\r\n");
         }
     }
@@ -203,14 +233,12 @@ fn serve(state: &State, client: TcpStream) -> std::io::Result<()> {
     if state.down.load(Ordering::SeqCst) {
         return Ok(());
     }
-    // Tell the client too that this connection ends here, so it never reuses it.
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("an HTTP response head");
-    let head = String::from_utf8_lossy(&response[..split]).to_string();
+    // Tell the client too that the connection ends here, so that it never reuses it.
+    let Some(split) = response.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(());
+    };
     let mut out = String::new();
-    for line in head.split("\r\n") {
+    for line in String::from_utf8_lossy(&response[..split]).split("\r\n") {
         if !line.to_ascii_lowercase().starts_with("connection:") {
             out.push_str(line);
             out.push_str("\r\n");
