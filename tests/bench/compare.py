@@ -53,12 +53,14 @@ def tree_bytes(root):
 class Daemon:
     """The release daemon on a node whose one server is the corpus."""
 
-    def __init__(self, work, corpus, level):
+    def __init__(self, work, corpus, level, restore_into):
         self.work = work / f"node-{level}"
         shutil.rmtree(self.work, ignore_errors=True)
         (self.work / "volumes").mkdir(parents=True)
         os.symlink(corpus, self.work / "volumes" / "corpus")
-        (self.work / "volumes" / "restore").mkdir()
+        self.restore_target = restore_into / "aerie-restore"
+        self.restore_target.mkdir(parents=True, exist_ok=True)
+        os.symlink(self.restore_target, self.work / "volumes" / "restore")
         config = self.work / "config.yml"
         config.write_text(
             f"token: {TOKEN}\napi: {{host: 127.0.0.1, port: 0}}\n"
@@ -95,9 +97,9 @@ class Daemon:
     def restore(self, backup):
         """Restores the archive of `backup` into the empty server `restore` (as an archive
         the registry never saw: the registry ties each backup to its own server)."""
-        target = self.work / "volumes" / "restore"
-        shutil.rmtree(target)
-        target.mkdir()
+        shutil.rmtree(self.restore_target)
+        self.restore_target.mkdir()
+        sh("sync")
         copy = str(uuid.uuid4())
         os.link(self.work / "backups" / f"{backup}.tar.gz", self.work / "backups" / f"{copy}.tar.gz")
         backup = copy
@@ -132,7 +134,11 @@ def main():
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--work", type=pathlib.Path, default=pathlib.Path("/var/tmp/aerie-bench"))
+    parser.add_argument("--restore-into", type=pathlib.Path, default=None,
+                        help="where restores write (default: the work folder; /dev/shm "
+                             "times the pipeline without the disk's writeback)")
     args = parser.parse_args()
+    restore_into = args.restore_into or args.work
     if not AERIE.exists():
         sys.exit(f"{AERIE} is missing: cargo build --release -p aerie -p aerie-adapter-wings")
     cores = os.cpu_count()
@@ -159,7 +165,7 @@ def main():
 
     restore_rows = []
     for level, reference in (("best_speed", pigz1), ("best_compression", pigz9)):
-        daemon = Daemon(args.work, corpus, level)
+        daemon = Daemon(args.work, corpus, level, restore_into)
         try:
             runs = [daemon.backup() for _ in range(args.runs)]
             elapsed = statistics.median(r[0] for r in runs)
@@ -170,10 +176,11 @@ def main():
         finally:
             daemon.stop()
 
-    target = args.work / "untar"
+    target = restore_into / "untar"
     def untar():
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir()
+        sh("sync")
         return timed(f"pigz -dc {args.work / 'pigz1.tar.gz'} | tar -x -C {target}")
     restore_rows.append(("pigz -dc | tar -x (pigz -1 archive)", statistics.median(untar() for _ in range(args.runs))))
 

@@ -15,6 +15,9 @@ use walkdir::WalkDir;
 
 use super::ignore_rules::IgnoreRules;
 
+/// The read size for file contents: few syscalls per file, little memory.
+const READ_BUFFER_BYTES: usize = 256 * 1024;
+
 /// How often a running backup logs its progress.
 const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(5);
 
@@ -136,7 +139,11 @@ fn append_entry<W: Write>(
             .open(path)?;
         let size = metadata.len();
         header.set_size(size);
-        let content = PinnedSize::new(file, size, relative, progress);
+        // Large reads: io::copy takes a BufReader's buffer as it is, not 8 KiB at a time.
+        let content = io::BufReader::with_capacity(
+            READ_BUFFER_BYTES,
+            PinnedSize::new(file, size, relative, progress),
+        );
         builder.append_data(&mut header, relative, content)
     } else {
         // Sockets, FIFOs and devices are not server files; Wings skips sockets too.

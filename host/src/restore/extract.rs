@@ -52,6 +52,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 
 use flate2::read::MultiGzDecoder;
 
@@ -66,6 +67,11 @@ const COPY_BUFFER_BYTES: usize = 256 * 1024;
 
 /// How many bytes are copied between two looks at the cancel flag.
 const CANCEL_CHECK_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Decompressed bytes per chunk handed from the inflating thread to the unpacking one...
+const INFLATED_CHUNK_BYTES: usize = 1024 * 1024;
+/// ...and how many chunks it may run ahead: memory stays bounded.
+const INFLATED_CHUNKS_AHEAD: usize = 4;
 
 /// How many open directory descriptors are kept for the next entries; deeper directories
 /// are opened again for each entry, so that a very deep archive cannot exhaust descriptors.
@@ -144,7 +150,7 @@ pub enum ExtractError {
 /// following the rules of the module documentation. `on_entry` is called with each
 /// restored entry's path relative to `root` before it is written; `progress` is updated as
 /// the restore goes.
-pub fn extract_archive<R: Read>(
+pub fn extract_archive<R: Read + Send>(
     compressed: R,
     root: &Path,
     options: &ExtractOptions,
@@ -177,7 +183,84 @@ pub fn extract_archive<R: Read>(
         summary: ExtractSummary::default(),
         buffer: vec![0; COPY_BUFFER_BYTES],
     };
-    let mut archive = tar::Archive::new(MultiGzDecoder::new(compressed));
+    // Inflating and unpacking overlap: one thread gunzips while this one writes files, so
+    // a restore takes about the longer of the two rather than their sum.
+    std::thread::scope(|scope| {
+        let (chunks, inflated) = mpsc::sync_channel(INFLATED_CHUNKS_AHEAD);
+        scope.spawn(move || inflate(compressed, chunks));
+        let reader = InflatedReader {
+            chunks: inflated,
+            chunk: Vec::new(),
+            at: 0,
+        };
+        unpack(reader, &mut extractor, on_entry, cancelled)
+    })?;
+    Ok(extractor.summary)
+}
+
+/// Gunzips `compressed` into chunks sent to the unpacking thread; stops early when that
+/// thread has gone (the restore failed).
+fn inflate<R: Read>(compressed: R, chunks: SyncSender<io::Result<Vec<u8>>>) {
+    let mut decoder = MultiGzDecoder::new(compressed);
+    loop {
+        let mut chunk = vec![0; INFLATED_CHUNK_BYTES];
+        let read = loop {
+            match decoder.read(&mut chunk) {
+                Err(err) if err.kind() == ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        let message = match read {
+            Ok(0) => return,
+            Ok(n) => {
+                chunk.truncate(n);
+                Ok(chunk)
+            }
+            Err(err) => Err(err),
+        };
+        let failed = message.is_err();
+        if chunks.send(message).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// The decompressed stream, read from the inflating thread's chunks.
+struct InflatedReader {
+    chunks: Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl Read for InflatedReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.chunks.recv() {
+                Ok(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.at = 0;
+                }
+                Ok(Err(err)) => return Err(err),
+                // The inflating thread ended without error: the end of the stream.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Unpacks every entry of the decompressed tar stream, then reads the rest of the stream
+/// (so every gzip CRC is checked) and applies directory modes and mtimes.
+fn unpack(
+    reader: InflatedReader,
+    extractor: &mut Extractor<'_>,
+    on_entry: &mut dyn FnMut(&Path),
+    cancelled: &AtomicBool,
+) -> Result<(), ExtractError> {
+    let mut archive = tar::Archive::new(reader);
     let mut last: Option<String> = None;
     let place_after = |last: &Option<String>| match last {
         Some(name) => format!("after {name:?}"),
@@ -196,8 +279,7 @@ pub fn extract_archive<R: Read>(
         last = Some(extractor.restore_entry(&mut entry, on_entry)?);
     }
     extractor.drain(archive.into_inner())?;
-    extractor.finish_directories()?;
-    Ok(extractor.summary)
+    extractor.finish_directories()
 }
 
 fn check_cancelled(cancelled: &AtomicBool) -> Result<(), ExtractError> {
