@@ -21,7 +21,7 @@ use crate::events::panel::Notifier;
 use crate::events::{self, EventBus};
 use crate::locks::{ServerGuard, ServerLocks};
 use crate::plugins::{Adapter, Adapters};
-use crate::registry::{BackupRecord, Registry, ReserveError, State};
+use crate::registry::{BackupRecord, NewNotification, Registry, ReserveError, State};
 
 /// `backup progress` events go out at most this often (twice a second).
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
@@ -311,9 +311,7 @@ impl Backups {
                     &written.sha1,
                     written.size,
                     bytes_done,
-                    self.notifier
-                        .as_ref()
-                        .map(|_| (uuid.as_str(), report_path.as_str(), report.as_str())),
+                    self.report_for(uuid.as_str(), report_path.as_str(), report.as_str()),
                 );
                 (recorded, events::backup_completed(&uuid, Some(written)))
             }
@@ -325,9 +323,7 @@ impl Backups {
                     &uuid,
                     &reason,
                     bytes_done,
-                    self.notifier
-                        .as_ref()
-                        .map(|_| (uuid.as_str(), report_path.as_str(), report.as_str())),
+                    self.report_for(uuid.as_str(), report_path.as_str(), report.as_str()),
                 );
                 (recorded, events::backup_completed(&uuid, None))
             }
@@ -403,6 +399,16 @@ impl Backups {
         Ok(record.is_some() || stored.is_some())
     }
 
+    /// The report to queue about backup `uuid`, or `None` when there is no Panel to tell.
+    fn report_for<'a>(
+        &self,
+        uuid: &'a str,
+        path: &'a str,
+        body: &'a str,
+    ) -> Option<NewNotification<'a>> {
+        self.notifier.as_ref().map(|_| (uuid, path, body))
+    }
+
     /// The status of backup `uuid` of `server`, if known.
     pub fn status(&self, server: &str, uuid: &str) -> anyhow::Result<Option<BackupStatus>> {
         Ok(self
@@ -462,9 +468,7 @@ impl Backups {
                     &record.uuid,
                     "the daemon stopped while the backup was running",
                     record.bytes_done,
-                    self.notifier
-                        .as_ref()
-                        .map(|_| (record.uuid.as_str(), path.as_str(), report.as_str())),
+                    self.report_for(record.uuid.as_str(), path.as_str(), report.as_str()),
                 )?;
                 match self.adapters.get(&record.adapter) {
                     Some(adapter) => {
