@@ -49,6 +49,11 @@ pub fn wings_library() -> PathBuf {
     artifact("libaerie_adapter_wings.so")
 }
 
+/// A built abi_stable library that is not an aerie adapter.
+pub fn foreign_library() -> PathBuf {
+    artifact("libaerie_foreign_library.so")
+}
+
 /// The built fixture adapter (fails or panics on request).
 pub fn fixture_library() -> PathBuf {
     artifact("libaerie_fixture_adapter.so")

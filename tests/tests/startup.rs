@@ -6,7 +6,7 @@ use std::sync::Arc;
 use aerie_adapter_api::abi::LogLevel;
 use aerie_adapter_api::host::{load_library, Logger};
 use aerie_adapter_api::HostContext;
-use aerie_e2e::{run, wings_library, Node};
+use aerie_e2e::{foreign_library, run, wings_library, Node};
 
 struct Quiet;
 impl Logger for Quiet {
@@ -62,6 +62,30 @@ fn libraries_that_are_not_adapters_are_refused_clearly() {
     let err = load_library(&plain).err().unwrap();
     assert!(err.0.starts_with("not an aerie adapter"), "{err}");
     assert_eq!(err.0.lines().count(), 1);
+}
+
+#[test]
+fn a_library_with_another_interface_is_refused_in_one_line() {
+    let err = load_library(&foreign_library()).err().unwrap();
+    assert!(err.0.contains("ABI mismatch"), "{err}");
+    assert_eq!(err.0.lines().count(), 1, "{err}");
+
+    let mut node = Node::new();
+    node.plugins = Some(format!(
+        "adapters:\n  - name: wings\n    library: {}\n",
+        foreign_library().display()
+    ));
+    let (code, printed) = node.start_expecting_failure();
+    assert_ne!(code, 0);
+    let line = printed.lines().find(|l| l.starts_with("aerie: ")).unwrap();
+    assert!(
+        line.contains("plugins.yml") && line.contains("ABI mismatch"),
+        "{line}"
+    );
+    assert!(
+        printed.lines().count() < 10,
+        "a short report, not a layout dump:\n{printed}"
+    );
 }
 
 #[test]
