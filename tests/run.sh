@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: installs what the tests use (GNU tar, gzip, a C
-# compiler, Python for the S3 test server), builds every crate of the workspace (the tests
+# The whole test suite, from a fresh machine: installs what the build and the tests use
+# (GNU tar, gzip, a C compiler, nasm and autotools for ISA-L, Python for the S3 test server),
+# builds every crate of the workspace (the tests
 # load the adapter libraries and spawn the daemon, and `cargo test` builds neither), starts
 # the S3 test server, runs the tests, and stops the server whatever the result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for tool in tar gzip sha1sum cc git python3; do
+for tool in tar gzip sha1sum cc git python3 nasm autoconf automake libtoolize; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if ((${#missing[@]})); then
+    # nasm and the autotools build ISA-L (the best_speed compressor) from its crate.
     echo "tests/run.sh: installing what is missing: ${missing[*]}"
     apt-get update -qq
-    apt-get install -y -qq tar gzip coreutils gcc git python3 python3-venv >/dev/null
+    apt-get install -y -qq tar gzip coreutils gcc git python3 python3-venv \
+        nasm autoconf automake libtool >/dev/null
 fi
 
 if [[ -f tests/s3-server.sh ]]; then

@@ -6,6 +6,7 @@
 
 pub mod gzip;
 mod ignore_rules;
+mod isal;
 mod output;
 mod tree;
 
