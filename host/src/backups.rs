@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aerie_adapter_api::host::LoadedAdapter;
 use aerie_adapter_api::{BackupInfo, ErrorKind, StoredBackup};
@@ -18,13 +18,10 @@ use tracing::Instrument;
 
 use crate::archive::{self, ArchiveSettings, IgnoreRules, Progress, Written};
 use crate::events::panel::Notifier;
-use crate::events::{self, EventBus};
+use crate::events::{self, EventBus, ProgressGate, PROGRESS_EVERY};
 use crate::locks::{ServerGuard, ServerLocks};
 use crate::plugins::{Adapter, Adapters};
 use crate::registry::{BackupRecord, NewNotification, Registry, ReserveError, State};
-
-/// `backup progress` events go out at most this often (twice a second).
-const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
 /// What the Panel asks for: `POST /api/servers/{server}/backup`.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -278,15 +275,20 @@ impl Backups {
         let job_server = server.clone();
         let outcome = adapter
             .run(move |a| {
-                make_backup(
-                    a,
-                    &job_server,
-                    &request,
-                    &root,
-                    settings,
-                    &job_reporter,
-                    &cancelled,
-                )
+                // A panic in the pipeline still ends the job (failed, recorded, reported),
+                // rather than leaving it `running` until the next start.
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    make_backup(
+                        a,
+                        &job_server,
+                        &request,
+                        &root,
+                        settings,
+                        &job_reporter,
+                        &cancelled,
+                    )
+                }))
+                .unwrap_or_else(|_| Err(anyhow!("an internal error (a panic) stopped the backup")))
             })
             .await;
         let _ = stop_ticking.send(());
@@ -506,14 +508,13 @@ impl Backups {
     }
 }
 
-/// Publishes `backup progress` for one backup, at most every [`PROGRESS_EVERY`].
+/// Publishes `backup progress` for one backup, as its [`ProgressGate`] allows.
 struct ProgressReporter {
     events: Arc<EventBus>,
     server: String,
     uuid: String,
     progress: Arc<Progress>,
-    /// When the last event went out, and the bytes it said were done.
-    last: Mutex<Option<(Instant, u64)>>,
+    gate: ProgressGate,
 }
 
 impl ProgressReporter {
@@ -523,7 +524,7 @@ impl ProgressReporter {
             server: server.to_string(),
             uuid: uuid.to_string(),
             progress,
-            last: Mutex::new(None),
+            gate: ProgressGate::default(),
         }
     }
 
@@ -531,10 +532,7 @@ impl ProgressReporter {
     fn publish(&self) {
         let done = self.progress.bytes_done.load(Ordering::Relaxed);
         let total = self.progress.bytes_total.load(Ordering::Relaxed);
-        let mut last = self.last.lock().expect("progress lock");
-        let due = last.is_none_or(|(at, sent)| sent != done && at.elapsed() >= PROGRESS_EVERY);
-        if due {
-            *last = Some((Instant::now(), done));
+        if self.gate.admit(done) {
             self.events.publish(
                 &self.server,
                 events::backup_progress(&self.uuid, done, total),
@@ -557,7 +555,7 @@ impl ProgressReporter {
             loop {
                 tokio::select! {
                     _ = interval.tick() => {
-                        if self.last.lock().expect("progress lock").is_some() {
+                        if self.gate.opened() {
                             self.publish();
                         }
                     }

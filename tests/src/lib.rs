@@ -358,6 +358,23 @@ pub fn noise(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// `system_extra` for a 1 MiB/s write limit: a backup of a few MB of [`noise`] then runs for
+/// seconds, long enough to be caught running.
+pub const SLOW_WRITES: &str = "  backups:\n    write_limit: 1\n";
+
+/// Archives `members` of `source` (paths relative to it) into `archive` with GNU tar and
+/// gzip; `--no-recursion` first among them leaves out what directories hold.
+pub fn gnu_tar_gz(archive: &Path, source: &Path, members: &[&str]) {
+    let mut args = vec![
+        "-czf",
+        archive.to_str().expect("a UTF-8 path"),
+        "-C",
+        source.to_str().expect("a UTF-8 path"),
+    ];
+    args.extend_from_slice(members);
+    run("tar", &args, Path::new("."));
+}
+
 /// A fresh canonical uuid.
 pub fn new_uuid() -> String {
     uuid::Uuid::new_v4().to_string()

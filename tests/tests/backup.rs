@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
-use aerie_e2e::{new_uuid, noise, run, Node};
+use aerie_e2e::{new_uuid, noise, run, Node, SLOW_WRITES};
 use serde_json::json;
 
 const SERVER: &str = "1a7ce997-259b-452e-8b4e-cecc464142ca";
@@ -258,7 +258,7 @@ fn files_that_change_size_during_the_backup_never_fail_it() {
     // busy while the files change.
     std::fs::write(root.join("a-noise.bin"), noise(2_000_000)).unwrap();
     let mut node = node;
-    node.system_extra = "  backups:\n    write_limit: 1\n".into();
+    node.system_extra = SLOW_WRITES.into();
     let daemon = node.start();
     let stop = Arc::new(AtomicBool::new(false));
     let churn = {

@@ -2,7 +2,7 @@
 //! a download streams the stored archive with Range support, and every bad token is refused
 //! with a clear status.
 
-use aerie_e2e::{new_uuid, noise, Daemon, Node};
+use aerie_e2e::{new_uuid, noise, Daemon, Node, SLOW_WRITES};
 use reqwest::Method;
 use serde_json::json;
 
@@ -43,7 +43,7 @@ fn delete_is_204_then_404() {
 fn deleting_a_running_backup_cancels_it_and_leaves_nothing() {
     let mut node = Node::new();
     std::fs::write(node.server(SERVER).join("noise.bin"), noise(4_000_000)).unwrap();
-    node.system_extra = "  backups:\n    write_limit: 1\n".into();
+    node.system_extra = SLOW_WRITES.into();
     let daemon = node.start();
     let uuid = new_uuid();
     daemon.start_backup(SERVER, "wings", &uuid, "");

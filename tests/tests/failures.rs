@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use aerie_e2e::{fixture_library, new_uuid, noise, wings_library, Node};
+use aerie_e2e::{fixture_library, new_uuid, noise, wings_library, Node, SLOW_WRITES};
 
 const SERVER: &str = "5f0c2b1e-8d7a-4e3f-a1b2-c3d4e5f60718";
 
@@ -106,7 +106,7 @@ fn a_backup_cut_off_by_a_crash_is_failed_and_cleaned_at_the_next_start() {
     let mut node = Node::new();
     busy_server(&node);
     // 1 MiB/s over ~8 MB of incompressible data: the backup runs for seconds.
-    node.system_extra = "  backups:\n    write_limit: 1\n".into();
+    node.system_extra = SLOW_WRITES.into();
     let daemon = node.start();
     let uuid = new_uuid();
     daemon.start_backup(SERVER, "wings", &uuid, "");
@@ -133,7 +133,7 @@ fn a_backup_cut_off_by_a_crash_is_failed_and_cleaned_at_the_next_start() {
 fn a_clean_stop_aborts_running_backups() {
     let mut node = Node::new();
     busy_server(&node);
-    node.system_extra = "  backups:\n    write_limit: 1\n".into();
+    node.system_extra = SLOW_WRITES.into();
     let daemon = node.start();
     let uuid = new_uuid();
     daemon.start_backup(SERVER, "wings", &uuid, "");

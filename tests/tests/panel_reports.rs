@@ -3,7 +3,7 @@
 //! cannot take yet is kept (with the archive) and delivered later, across restarts.
 
 use aerie_e2e::panel::PanelStandIn;
-use aerie_e2e::{fixture_library, new_uuid, noise, Daemon, Node};
+use aerie_e2e::{fixture_library, new_uuid, noise, Daemon, Node, SLOW_WRITES};
 use reqwest::Method;
 
 const SERVER: &str = "3b9e6f8a-1c2d-4e5f-8a7b-9c0d1e2f3a4b";
@@ -145,7 +145,7 @@ fn a_backup_cut_off_by_a_crash_is_reported_failed_at_the_next_start() {
     let mut node = node_with_panel(&panel);
     // Slow enough to be running when the daemon is killed.
     std::fs::write(node.server(SERVER).join("noise.bin"), noise(4_000_000)).unwrap();
-    node.system_extra = "  backups:\n    write_limit: 1\n".into();
+    node.system_extra = SLOW_WRITES.into();
     let daemon = node.start();
     let uuid = new_uuid();
     daemon.start_backup(SERVER, "wings", &uuid, "");

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use aerie_e2e::tree::{populate, snapshot, wipe};
 use aerie_e2e::websocket::{connect, token, Frame, Socket};
-use aerie_e2e::{new_uuid, noise, run, Daemon, Node, Reply};
+use aerie_e2e::{gnu_tar_gz, new_uuid, noise, run, Daemon, Node, Reply, SLOW_WRITES};
 use serde_json::{json, Value};
 
 const SERVER: &str = "6d8f0a2c-4e6b-4d8f-a0c2-e4f6a8b0c2d4";
@@ -93,17 +93,7 @@ fn archives_made_by_gnu_tar_and_shaped_like_wings_restore_even_unregistered() {
     // if from a Wings node: the registry has never heard of it.
     let gnu = new_uuid();
     let archive = node.backup_dir().join(format!("{gnu}.tar.gz"));
-    run(
-        "tar",
-        &[
-            "-czf",
-            archive.to_str().unwrap(),
-            "-C",
-            source.path().to_str().unwrap(),
-            ".",
-        ],
-        node.dir.path(),
-    );
+    gnu_tar_gz(&archive, source.path(), &["."]);
     let frames = restore(
         &node,
         &daemon,
@@ -119,18 +109,14 @@ fn archives_made_by_gnu_tar_and_shaped_like_wings_restore_even_unregistered() {
     // Wings' shape: regular files only, no directory entries.
     let wings = new_uuid();
     let archive = node.backup_dir().join(format!("{wings}.tar.gz"));
-    run(
-        "tar",
+    gnu_tar_gz(
+        &archive,
+        source.path(),
         &[
-            "-czf",
-            archive.to_str().unwrap(),
-            "-C",
-            source.path().to_str().unwrap(),
             "--no-recursion",
             "server.properties",
             "world/region/r.0.0.mca",
         ],
-        node.dir.path(),
     );
     wipe(&root);
     let frames = restore(
@@ -261,17 +247,7 @@ fn a_download_url_to_loopback_is_refused_unless_allow_listed() {
     let source = tempfile::tempdir().unwrap();
     populate(source.path());
     let archive = source.path().join("../archive.tar.gz");
-    run(
-        "tar",
-        &[
-            "-czf",
-            archive.to_str().unwrap(),
-            "-C",
-            source.path().to_str().unwrap(),
-            ".",
-        ],
-        Path::new("."),
-    );
+    gnu_tar_gz(&archive, source.path(), &["."]);
     let url = serve_archive(std::fs::read(&archive).unwrap());
     std::fs::remove_file(&archive).unwrap();
 
@@ -302,7 +278,7 @@ fn a_second_restore_or_a_restore_during_a_backup_is_409() {
     let root = node.server(SERVER);
     std::fs::write(root.join("noise.bin"), noise(3_000_000)).unwrap();
     // 1 MiB/s both ways: the jobs below run for seconds.
-    node.system_extra = "  backups:\n    write_limit: 1\n".into();
+    node.system_extra = SLOW_WRITES.into();
     let daemon = node.start();
     let stored = new_uuid();
     daemon.start_backup(SERVER, "wings", &stored, "");

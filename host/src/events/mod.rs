@@ -5,12 +5,43 @@ pub mod bus;
 pub mod panel;
 pub mod websocket;
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use aerie_adapter_api::StoredBackup;
 use serde_json::json;
 
 pub use bus::{Event, EventBus};
 
 use crate::archive::Written;
+
+/// A job's progress events go out at most this often (twice a second).
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// When a job's next progress event is due: the first at once, later ones when the count
+/// has moved and [`PROGRESS_EVERY`] has passed since the last one went out.
+#[derive(Default)]
+pub struct ProgressGate {
+    /// When the last event went out, and the count it carried.
+    last: Mutex<Option<(Instant, u64)>>,
+}
+
+impl ProgressGate {
+    /// Whether an event saying `done` may go out now; if so, it counts as sent.
+    pub fn admit(&self, done: u64) -> bool {
+        let mut last = self.last.lock().expect("progress gate");
+        let due = last.is_none_or(|(at, sent)| sent != done && at.elapsed() >= PROGRESS_EVERY);
+        if due {
+            *last = Some((Instant::now(), done));
+        }
+        due
+    }
+
+    /// Whether the first event has gone out.
+    pub fn opened(&self) -> bool {
+        self.last.lock().expect("progress gate").is_some()
+    }
+}
 
 /// `backup started`: `{"uuid","adapter"}` (new in aerie).
 pub fn backup_started(uuid: &str, adapter: &str) -> Event {

@@ -11,7 +11,7 @@ pub mod fetch;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use crate::backups::Backups;
 use crate::events::panel::Notifier;
-use crate::events::{Event, EventBus};
+use crate::events::{Event, EventBus, ProgressGate};
 use crate::locks::{Activity, ServerGuard, ServerLocks};
 use crate::plugins::Adapter;
 use crate::rate_limit::RateLimiter;
@@ -27,8 +27,6 @@ use crate::registry::Registry;
 use extract::{ExtractOptions, ExtractProgress};
 use fetch::{Download, FetchError, FetchPolicy};
 
-/// `backup restore progress` events go out at most this often.
-const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 /// At most this many `(restoring): <path>` lines a second reach the console.
 const ENTRY_MESSAGES_PER_SECOND: u32 = 20;
 
@@ -260,9 +258,9 @@ impl Restores {
             server,
             uuid,
             total: size,
-            last: Mutex::new(None),
+            gate: ProgressGate::default(),
         };
-        reporter.publish(0, true);
+        reporter.publish(0);
         let reader = ThrottledReader {
             inner: reader,
             limiter: self.settings.read_limit.map(RateLimiter::new),
@@ -306,16 +304,15 @@ struct RestoreReporter<'a> {
     server: &'a str,
     uuid: &'a str,
     total: Option<u64>,
-    last: Mutex<Option<Instant>>,
+    gate: ProgressGate,
 }
 
 impl RestoreReporter<'_> {
-    fn publish(&self, read: u64, force: bool) {
-        let mut last = self.last.lock().expect("progress lock");
-        if !force && last.is_some_and(|at| at.elapsed() < PROGRESS_EVERY) {
+    /// Publishes that `read` bytes of the archive are in, if the gate allows.
+    fn publish(&self, read: u64) {
+        if !self.gate.admit(read) {
             return;
         }
-        *last = Some(Instant::now());
         let arg = json!({"uuid": self.uuid, "bytes_done": read, "bytes_total": self.total});
         self.events.publish(
             self.server,
@@ -339,7 +336,7 @@ impl Read for ThrottledReader<'_> {
             limiter.take(n);
         }
         self.read += n as u64;
-        self.reporter.publish(self.read, false);
+        self.reporter.publish(self.read);
         Ok(n)
     }
 }
