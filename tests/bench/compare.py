@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """aerie against tar | pigz on the shared game-server corpus.
 
-One command: generates the corpus (../shared/bench/make-corpus.py, scale as an argument),
+One command: generates the corpus (tests/bench/make-corpus.py, scale as an argument),
 then times, as whole processes, several runs each (median):
   - a backup through the running daemon with the `wings` adapter, from the POST to the
     `completed` state, at best_speed and at best_compression (peak RSS of the daemon too);
@@ -28,7 +28,7 @@ import urllib.request
 import uuid
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-CORPUS_SCRIPT = REPO.parent / "shared" / "bench" / "make-corpus.py"
+CORPUS_SCRIPT = REPO / "tests" / "bench" / "make-corpus.py"
 AERIE = REPO / "target" / "release" / "aerie"
 TOKEN = "bench-token"
 

@@ -9,8 +9,7 @@
 # Environment (all optional):
 #   AERIE_BENCH_CORPUS   the corpus folder (default /var/tmp/aerie-bench/corpus-0.5; made once
 #                        if absent)
-#   AERIE_BENCH_MAKER    the corpus generator (default ../shared/bench/make-corpus.py beside
-#                        the repository)
+#   AERIE_BENCH_MAKER    the corpus generator (default tests/bench/make-corpus.py)
 #   AERIE_BENCH_LEVEL    compression_level: none | best_speed | best_compression (default: the
 #                        daemon's default)
 set -euo pipefail
@@ -18,7 +17,7 @@ cd "$(dirname "$0")/../.."
 repo="$(pwd)"
 
 corpus="${AERIE_BENCH_CORPUS:-/var/tmp/aerie-bench/corpus-0.5}"
-maker="${AERIE_BENCH_MAKER:-$repo/../shared/bench/make-corpus.py}"
+maker="${AERIE_BENCH_MAKER:-$repo/tests/bench/make-corpus.py}"
 part_size=$((5 * 1024 * 1024))
 concurrency=4
 server="0c1d2e3f-4a5b-4c6d-8e7f-90a1b2c3d4e5"
