@@ -129,6 +129,8 @@ pub async fn run(socket: WebSocket, context: SessionContext) {
             }
             event = async { subscription.as_ref().expect("subscribed at auth").next().await },
                 if session.is_some() => {
+                // Cut off by the bus: too far behind to be told every outcome.
+                let Some(event) = event else { break };
                 let allowed = session.as_ref().is_some_and(|s| s.backup_read || !needs_backup_read(&event));
                 if !allowed {
                     continue;

@@ -368,7 +368,7 @@ impl<'a> ConsoleLines<'a> {
             self.sent += 1;
             self.events.publish(
                 self.server,
-                Event::new("daemon message", format!("(restoring): {}", path.display())),
+                Event::transient("daemon message", format!("(restoring): {}", path.display())),
             );
         }
     }
