@@ -1,11 +1,11 @@
 //! `GET /download/backup?token=<JWT>`: a user's browser downloads a backup with a one-time
 //! link the Panel signed with the node token. The body streams from the backup's adapter
 //! (so an S3 backup downloads too), with `Range` support for resuming a large download.
-//! Unlike Wings, a bad or expired token is a 401/403 that says why, not a 500.
+//! Unlike Wings, a bad or expired token is a 401/403 that says why, not a 500; a used link
+//! stays used across restarts (the registry keeps its id), and a `HEAD` does not spend it.
 
-use std::collections::HashMap;
 use std::io::Read;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -14,6 +14,7 @@ use bytes::Bytes;
 
 use crate::backups::{is_canonical_uuid, Backups};
 use crate::jwt::{self, unix_now, JwtError};
+use crate::registry::Registry;
 
 /// Bytes read from the adapter per body chunk.
 const CHUNK_BYTES: usize = 256 * 1024;
@@ -23,13 +24,13 @@ const CHUNKS_AHEAD: usize = 4;
 /// Why a download is refused: a status and the message for the user.
 pub type Refusal = (StatusCode, String);
 
-/// Checks download tokens and remembers the one-time ids already used.
+/// Checks download tokens and spends the one-time ids in the registry.
 pub struct Downloads {
     /// The node token, the tokens' HS256 key.
     key: String,
-    /// `unique_id`s seen, with the `exp` of their token: a replay before then is refused.
-    used: Mutex<HashMap<String, i64>>,
     backups: Arc<Backups>,
+    /// Where used `unique_id`s are kept until their token expires, across restarts.
+    registry: Arc<Registry>,
 }
 
 /// The part of a backup a request asks for.
@@ -40,23 +41,51 @@ struct Span {
     end: u64,
 }
 
+fn refuse(status: StatusCode, message: &str) -> Refusal {
+    (status, message.to_string())
+}
+
+fn already_used() -> Refusal {
+    refuse(
+        StatusCode::FORBIDDEN,
+        "This download link has already been used.",
+    )
+}
+
+fn unreadable() -> Refusal {
+    refuse(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "The backup could not be read.",
+    )
+}
+
+fn registry_failed(err: anyhow::Error) -> Refusal {
+    tracing::error!("cannot check the download link's id: {err:#}");
+    refuse(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "The download link could not be checked; try again.",
+    )
+}
+
 impl Downloads {
-    /// Downloads signed with `key`, served from `backups`.
-    pub fn new(key: String, backups: Arc<Backups>) -> Self {
+    /// Downloads signed with `key`, served from `backups`, with used ids kept in `registry`.
+    pub fn new(key: String, backups: Arc<Backups>, registry: Arc<Registry>) -> Self {
         Self {
             key,
-            used: Mutex::new(HashMap::new()),
             backups,
+            registry,
         }
     }
 
-    /// Serves the download a `token` allows.
+    /// Serves the download a `token` allows. With `head_only` (a `HEAD`), answers with the
+    /// headers a `GET` would get and no body, and leaves the link unspent. A `GET` spends the
+    /// link only once the backup is open, so a failure to open leaves it good for a retry.
     pub async fn serve(
         &self,
         token: Option<&str>,
         headers: &HeaderMap,
+        head_only: bool,
     ) -> Result<Response, Refusal> {
-        let refuse = |status, message: &str| (status, message.to_string());
         let token = token
             .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "The download link has no token."))?;
         let claims = jwt::verify(token, self.key.as_bytes(), unix_now()).map_err(|e| match e {
@@ -65,7 +94,11 @@ impl Downloads {
                 "The download link's signature is not valid.",
             ),
             JwtError::Expired => refuse(StatusCode::FORBIDDEN, "The download link has expired."),
-            JwtError::Malformed | JwtError::NoExpiry => refuse(
+            JwtError::NotYetValid => refuse(
+                StatusCode::FORBIDDEN,
+                "The download link is not valid yet; check the node's clock.",
+            ),
+            JwtError::Malformed | JwtError::NoExpiry | JwtError::BadNotBefore => refuse(
                 StatusCode::UNAUTHORIZED,
                 "The download link's token is malformed.",
             ),
@@ -86,12 +119,17 @@ impl Downloads {
                 "The requested backup was not found on this server.",
             ));
         }
+        if self
+            .registry
+            .download_id_used(unique_id, unix_now())
+            .map_err(registry_failed)?
+        {
+            tracing::warn!(backup = %backup, server = %server, "a used download link was presented again");
+            return Err(already_used());
+        }
         let located = self.backups.locate(server, backup).await.map_err(|e| {
             tracing::error!("cannot look the backup up: {e:#}");
-            refuse(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "The backup could not be read.",
-            )
+            unreadable()
         })?;
         let Some((adapter, info)) = located else {
             return Err(refuse(
@@ -110,64 +148,75 @@ impl Downloads {
                 return Ok(response);
             }
         };
-        if !self.first_use(unique_id, claims.expires_at()) {
-            return Err(refuse(
-                StatusCode::FORBIDDEN,
-                "This download link has already been used.",
-            ));
-        }
-        let (whole, offset) = (span.is_none(), span.map_or(0, |s| s.start));
-        let length = span.map_or(info.size, |s| s.end - s.start + 1);
-        let (server, backup_id) = (server.to_string(), backup.to_string());
-        let source = adapter
-            .run(move |a| a.open(&server, &backup_id, offset))
-            .await
-            .map_err(|e| {
-                tracing::error!("cannot open the backup for download: {e}");
-                refuse(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "The backup could not be read.",
-                )
-            })?;
-        tracing::info!(backup = %backup, offset, length, "download started");
-        let mut response = Response::new(stream_body(source, length));
-        *response.status_mut() = if whole {
-            StatusCode::OK
-        } else {
-            StatusCode::PARTIAL_CONTENT
+        let (offset, length) = match span {
+            Some(span) => (span.start, span.end - span.start + 1),
+            None => (0, info.size),
         };
-        let headers = response.headers_mut();
-        let text = |s: String| HeaderValue::from_str(&s).expect("ascii header");
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
-        );
-        headers.insert(
-            header::CONTENT_DISPOSITION,
-            text(format!("attachment; filename=\"{backup}.tar.gz\"")),
-        );
-        headers.insert(header::CONTENT_LENGTH, text(length.to_string()));
-        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        if let Some(span) = span {
-            headers.insert(
-                header::CONTENT_RANGE,
-                text(format!("bytes {}-{}/{}", span.start, span.end, info.size)),
-            );
+        if head_only {
+            return Ok(with_headers(Body::empty(), backup, span, length, info.size));
         }
-        Ok(response)
+        // The claim: an atomic insert, so of two requests with one link only one gets past.
+        if !self
+            .registry
+            .claim_download_id(unique_id, claims.expires_at(), unix_now())
+            .map_err(registry_failed)?
+        {
+            return Err(already_used());
+        }
+        let (server_id, backup_id) = (server.to_string(), backup.to_string());
+        let source = match adapter
+            .run(move |a| a.open(&server_id, &backup_id, offset))
+            .await
+        {
+            Ok(source) => source,
+            Err(e) => {
+                tracing::error!(backup = %backup, server = %server, "cannot open the backup for download: {e}");
+                // The link was not used: give it back so that the user can try again.
+                self.registry
+                    .release_download_id(unique_id)
+                    .map_err(registry_failed)?;
+                return Err(unreadable());
+            }
+        };
+        tracing::info!(backup = %backup, offset, length, "download started");
+        Ok(with_headers(
+            stream_body(source, length),
+            backup,
+            span,
+            length,
+            info.size,
+        ))
     }
+}
 
-    /// Records `unique_id` as used until `expires_at`; false if it was used already.
-    fn first_use(&self, unique_id: &str, expires_at: i64) -> bool {
-        let mut used = self.used.lock().expect("download ids");
-        let now = unix_now();
-        used.retain(|_, exp| *exp > now);
-        if used.contains_key(unique_id) {
-            return false;
-        }
-        used.insert(unique_id.to_string(), expires_at);
-        true
+/// A download's response: `body` (`length` bytes of the `size`-byte archive of `backup`,
+/// `span` of it if a range was asked for) with its status and headers.
+fn with_headers(body: Body, backup: &str, span: Option<Span>, length: u64, size: u64) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = if span.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::PARTIAL_CONTENT
+    };
+    let headers = response.headers_mut();
+    let text = |s: String| HeaderValue::from_str(&s).expect("ascii header");
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        text(format!("attachment; filename=\"{backup}.tar.gz\"")),
+    );
+    headers.insert(header::CONTENT_LENGTH, text(length.to_string()));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(span) = span {
+        headers.insert(
+            header::CONTENT_RANGE,
+            text(format!("bytes {}-{}/{}", span.start, span.end, size)),
+        );
     }
+    response
 }
 
 /// The single byte range a `Range: bytes=a-b` header asks for within `size` bytes:

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::{
     body::Bytes,
     extract::{ws::WebSocketUpgrade, Path, Query, Request, State},
-    http::{header, HeaderValue, StatusCode},
+    http::{header, HeaderValue, Method, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{delete, get, post},
@@ -252,15 +252,17 @@ struct DownloadQuery {
     token: Option<String>,
 }
 
-/// `GET /download/backup?token=<JWT>`: streams a backup to a browser.
+/// `GET /download/backup?token=<JWT>`: streams a backup to a browser. Axum routes `HEAD`
+/// here too; it gets the headers only and does not spend the link.
 async fn download_backup(
     State(state): State<Arc<AppState>>,
     Query(query): Query<DownloadQuery>,
+    method: Method,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     state
         .downloads
-        .serve(query.token.as_deref(), &headers)
+        .serve(query.token.as_deref(), &headers, method == Method::HEAD)
         .await
         .map_err(|(status, message)| ApiError::new(status, message))
 }

@@ -1,6 +1,13 @@
 //! HS256 JSON Web Tokens signed with the node token, as the Panel issues them for the
-//! websocket and for download links: the signature, `alg`, and an integer `exp` in the future
-//! are checked here; what the claims must say is the caller's business.
+//! websocket and for download links: the signature, `alg`, an integer `exp` in the future and
+//! an `nbf` (when present) not in the future are checked here; what the other claims must say
+//! is the caller's business.
+//!
+//! Time claims, against Wings (which checks only `exp`): an `nbf` later than now is refused,
+//! with no leeway, because the Panel already dates `nbf` five minutes back (`NodeJWTService`),
+//! which is its allowance for a node clock that lags; a leeway here would only widen it. `iat`
+//! is not checked against now, as in Wings: the Panel sets it to its own now, so a node clock a
+//! second behind would refuse every fresh token, and `nbf` already says when a token may start.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -26,6 +33,12 @@ pub enum JwtError {
     /// `exp` is in the past.
     #[error("the token has expired")]
     Expired,
+    /// `nbf` is present but not an integer.
+    #[error("the token's nbf claim is not an integer")]
+    BadNotBefore,
+    /// `nbf` is in the future.
+    #[error("the token is not valid yet (its nbf is in the future)")]
+    NotYetValid,
 }
 
 /// A verified token's claims.
@@ -79,6 +92,12 @@ pub fn verify(token: &str, key: &[u8], now: i64) -> Result<Claims, JwtError> {
     let exp = claims.integer("exp").ok_or(JwtError::NoExpiry)?;
     if exp <= now {
         return Err(JwtError::Expired);
+    }
+    if claims.0.contains_key("nbf") {
+        let not_before = claims.integer("nbf").ok_or(JwtError::BadNotBefore)?;
+        if not_before > now {
+            return Err(JwtError::NotYetValid);
+        }
     }
     Ok(claims)
 }
@@ -140,5 +159,29 @@ mod tests {
             verify(&none_alg, key, now).unwrap_err(),
             JwtError::WrongAlgorithm
         );
+    }
+
+    #[test]
+    fn a_token_is_refused_before_its_nbf_and_accepted_from_it() {
+        let key = b"node-token";
+        let now = 1_000_000;
+        let future = sign(&json!({"exp": now + 900, "nbf": now + 1}), key);
+        assert_eq!(
+            verify(&future, key, now).unwrap_err(),
+            JwtError::NotYetValid
+        );
+        // From its nbf on, the same token verifies.
+        assert!(verify(&future, key, now + 1).is_ok());
+        // As the Panel issues them: nbf five minutes back.
+        let past = sign(&json!({"exp": now + 900, "nbf": now - 300}), key);
+        assert!(verify(&past, key, now).is_ok());
+        let text_nbf = sign(&json!({"exp": now + 900, "nbf": "soon"}), key);
+        assert_eq!(
+            verify(&text_nbf, key, now).unwrap_err(),
+            JwtError::BadNotBefore
+        );
+        // iat in the future is not refused (Wings does not check it either).
+        let early_iat = sign(&json!({"exp": now + 900, "iat": now + 60}), key);
+        assert!(verify(&early_iat, key, now).is_ok());
     }
 }

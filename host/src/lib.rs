@@ -111,7 +111,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         token: config.token.clone(),
         backups: backups.clone(),
         restores: restores.clone(),
-        downloads: Downloads::new(config.token.clone(), backups.clone()),
+        downloads: Downloads::new(config.token.clone(), backups.clone(), registry.clone()),
         registry,
         events,
         allowed_origins,

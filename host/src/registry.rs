@@ -1,5 +1,6 @@
 //! The durable record of backups: one SQLite database in `system.root_directory`, so that a
-//! duplicate uuid is refused and a backup's status can be read across restarts.
+//! duplicate uuid is refused and a backup's status can be read across restarts. It also keeps
+//! the one-time download ids already used, so that a restart does not make a link good again.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -123,6 +124,16 @@ CREATE TABLE IF NOT EXISTS notifications (
 );
 ";
 
+/// The one-time download ids used, each until its token's `exp` (Unix seconds); created on
+/// its own so that the table can be read apart from the backups'.
+const DOWNLOAD_IDS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS used_download_ids (
+    unique_id  TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS used_download_ids_by_expiry ON used_download_ids (expires_at);
+";
+
 const COLUMNS: &str =
     "uuid, server, adapter, state, checksum, size, bytes_done, error, started_at, finished_at";
 
@@ -188,6 +199,7 @@ impl Registry {
             .pragma_update(None, "journal_mode", "WAL")
             .and_then(|_| connection.pragma_update(None, "synchronous", "FULL"))
             .and_then(|_| connection.execute_batch(SCHEMA))
+            .and_then(|_| connection.execute_batch(DOWNLOAD_IDS_SCHEMA))
             .with_context(|| format!("cannot set up the registry {}", path.display()))?;
         Ok(Self {
             connection: Mutex::new(connection),
@@ -367,6 +379,58 @@ impl Registry {
     }
 }
 
+/// One-time download links: the `unique_id`s already spent, kept until their token expires
+/// (after which the token is refused anyway) and forgotten then, so the table stays as small
+/// as the number of links alive.
+impl Registry {
+    /// Claims `unique_id` for a download until `expires_at` (Unix seconds), after forgetting
+    /// the ids whose tokens expired by `now`: true if it was free and is now taken, false if
+    /// it was already taken. The insert is the claim: of two concurrent claims, one wins.
+    pub fn claim_download_id(
+        &self,
+        unique_id: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> anyhow::Result<bool> {
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            tx.execute(
+                "DELETE FROM used_download_ids WHERE expires_at <= ?1",
+                [now],
+            )?;
+            let inserted = tx.execute(
+                "INSERT OR IGNORE INTO used_download_ids (unique_id, expires_at) VALUES (?1, ?2)",
+                params![unique_id, expires_at],
+            )?;
+            tx.commit()?;
+            Ok(inserted == 1)
+        })
+    }
+
+    /// Gives a claim back: the download it was for could not start.
+    pub fn release_download_id(&self, unique_id: &str) -> anyhow::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM used_download_ids WHERE unique_id = ?1",
+                [unique_id],
+            )
+        })
+        .map(drop)
+    }
+
+    /// Whether `unique_id` is claimed by a token still alive at `now`.
+    pub fn download_id_used(&self, unique_id: &str, now: i64) -> anyhow::Result<bool> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM used_download_ids
+                 WHERE unique_id = ?1 AND expires_at > ?2)",
+                params![unique_id, now],
+                |r| r.get(0),
+            )
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,5 +488,34 @@ mod tests {
             .collect();
         assert_eq!(listed, vec!["new", "old"]);
         assert_eq!(registry.running().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_download_id_is_claimed_once_until_it_expires_then_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        assert!(registry.claim_download_id("a", 100, 50).unwrap());
+        assert!(!registry.claim_download_id("a", 100, 60).unwrap());
+        assert!(registry.download_id_used("a", 60).unwrap());
+        // A released claim (the download could not start) can be made again.
+        registry.release_download_id("a").unwrap();
+        assert!(!registry.download_id_used("a", 60).unwrap());
+        assert!(registry.claim_download_id("a", 100, 60).unwrap());
+        drop(registry);
+
+        // Kept across a reopening (a restart), until its expiry.
+        let registry = Registry::open(dir.path()).unwrap();
+        assert!(!registry.claim_download_id("a", 100, 99).unwrap());
+        // The next claim after its expiry purges it: only live ids stay in the table.
+        assert!(registry.claim_download_id("b", 500, 100).unwrap());
+        let kept: Vec<String> = registry
+            .with(|c| {
+                let mut statement = c.prepare("SELECT unique_id FROM used_download_ids")?;
+                let rows = statement.query_map([], |r| r.get(0))?;
+                rows.collect()
+            })
+            .unwrap();
+        assert_eq!(kept, vec!["b"]);
+        assert!(!registry.download_id_used("a", 100).unwrap());
     }
 }

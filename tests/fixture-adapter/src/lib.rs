@@ -2,9 +2,11 @@
 //! stores archives as `<backup>.tar.gz` in a directory, and on request fails or panics after
 //! a number of bytes, so tests can watch the daemon clean up. Every `abort` leaves a
 //! `<backup>.aborted` marker, so a test can tell the sink was aborted rather than dropped.
+//! A stored archive can be read back; while a `<backup>.fail-open` marker exists, opening it
+//! fails as a storage outage would, so tests can watch a transient failure.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
 use aerie_adapter_api::{
@@ -43,13 +45,13 @@ pub struct FixtureSink {
     panic: bool,
 }
 
-/// Never used: the fixture is only ever written to.
-pub struct NoSource;
+/// A stored archive being read.
+pub struct FileSource(File);
 
 impl Adapter for FixtureAdapter {
     const KIND: &'static str = "fixture";
     type Sink = FixtureSink;
-    type Source = NoSource;
+    type Source = FileSource;
 
     fn new(config: serde_json::Value, _host: &HostContext) -> Result<Self, AdapterError> {
         let config: Config = parse_config(config)?;
@@ -76,14 +78,32 @@ impl Adapter for FixtureAdapter {
         })
     }
 
-    fn open(&self, _: &str, backup: &str, _: u64) -> Result<NoSource, AdapterError> {
-        Err(AdapterError::not_found(format!(
-            "{backup}: the fixture cannot read"
-        )))
+    fn open(&self, _: &str, backup: &str, offset: u64) -> Result<FileSource, AdapterError> {
+        if self.directory.join(format!("{backup}.fail-open")).exists() {
+            return Err(AdapterError::new(
+                ErrorKind::UNAVAILABLE,
+                format!("{backup}: the fixture storage is unavailable"),
+            )
+            .with_retryable(true));
+        }
+        let path = self.directory.join(format!("{backup}.tar.gz"));
+        let mut file = File::open(&path).map_err(|e| AdapterError::io(path.display(), &e))?;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| AdapterError::io(path.display(), &e))?;
+        Ok(FileSource(file))
     }
 
     fn stat(&self, _: &str, backup: &str) -> Result<BackupInfo, AdapterError> {
-        Err(AdapterError::not_found(format!("{backup}: not stored")))
+        let path = self.directory.join(format!("{backup}.tar.gz"));
+        let metadata = fs::metadata(&path).map_err(|e| AdapterError::io(path.display(), &e))?;
+        Ok(BackupInfo {
+            backup: backup.to_string(),
+            server: None,
+            key: path.display().to_string(),
+            size: metadata.len(),
+            created_unix: 0,
+            sha1: None,
+        })
     }
 
     fn list(&self, _: &str) -> Result<Vec<BackupInfo>, AdapterError> {
@@ -140,9 +160,11 @@ impl Sink for FixtureSink {
     }
 }
 
-impl Source for NoSource {
-    fn read(&mut self, _: &mut [u8]) -> Result<usize, AdapterError> {
-        Ok(0)
+impl Source for FileSource {
+    fn read(&mut self, buffer: &mut [u8]) -> Result<usize, AdapterError> {
+        self.0
+            .read(buffer)
+            .map_err(|e| AdapterError::io("fixture", &e))
     }
 }
 
