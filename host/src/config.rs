@@ -72,6 +72,16 @@ pub struct Api {
     /// The port to bind; 0 picks a free one (printed at start).
     #[serde(default = "default_api_port")]
     pub port: u16,
+    /// Seconds a client has to send a request's headers, then its body; also how long an
+    /// idle keep-alive connection is kept.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: u64,
+    /// Connections served at once (websockets included); more wait in the kernel's backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a websocket may stay open without a valid token before it is closed.
+    #[serde(default = "default_websocket_auth_timeout")]
+    pub websocket_auth_timeout: u64,
 }
 
 impl Default for Api {
@@ -79,8 +89,27 @@ impl Default for Api {
         Self {
             host: default_api_host(),
             port: default_api_port(),
+            read_timeout: default_read_timeout(),
+            max_connections: default_max_connections(),
+            websocket_auth_timeout: default_websocket_auth_timeout(),
         }
     }
+}
+
+/// hyper's default header-read timeout, and the 30 s the Panel's own calls allow.
+fn default_read_timeout() -> u64 {
+    30
+}
+
+/// A quarter of the `LimitNOFILE=4096` in the Wings service unit of Pterodactyl's install
+/// guide: the rest stays free for archives, adapters and the registry.
+fn default_max_connections() -> usize {
+    1024
+}
+
+/// Generous for a browser, which sends `auth` as soon as the socket opens.
+fn default_websocket_auth_timeout() -> u64 {
+    30
 }
 
 fn default_api_host() -> String {
@@ -231,6 +260,18 @@ impl Config {
         if self.system.user.uid.is_some() != self.system.user.gid.is_some() {
             bail!("system.user: set both uid and gid, or neither");
         }
+        if self.api.read_timeout == 0 {
+            bail!("api.read_timeout: must be at least 1 second");
+        }
+        if !(1..=tokio::sync::Semaphore::MAX_PERMITS).contains(&self.api.max_connections) {
+            bail!(
+                "api.max_connections: must be between 1 and {}",
+                tokio::sync::Semaphore::MAX_PERMITS
+            );
+        }
+        if self.api.websocket_auth_timeout == 0 {
+            bail!("api.websocket_auth_timeout: must be at least 1 second");
+        }
         if self.remote_query.timeout == 0 {
             bail!("remote_query.timeout: must be at least 1 second");
         }
@@ -252,7 +293,7 @@ impl Config {
         Ok(Self {
             api: Api {
                 host: "127.0.0.1".into(),
-                port: default_api_port(),
+                ..Api::default()
             },
             token_id: "aerie".into(),
             token,

@@ -2,10 +2,11 @@
 //! bodies, an `X-Request-Id` on every response.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::{
-    body::Bytes,
-    extract::{ws::WebSocketUpgrade, Path, Query, Request, State},
+    body::{Body, Bytes},
+    extract::{ws::WebSocketUpgrade, Extension, Path, Query, Request, State},
     http::{header, HeaderValue, Method, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -21,6 +22,21 @@ use crate::download::Downloads;
 use crate::events::{websocket, EventBus};
 use crate::registry::Registry;
 use crate::restore::{RestoreError, RestoreRequest, Restores};
+use crate::serve::ConnectionSlot;
+
+/// The largest JSON body read: a backup request's `ignore` list or a restore's
+/// `download_url` (a presigned S3 URL is about 2 KiB) fit many times over.
+const BODY_LIMIT: usize = 64 * 1024;
+
+/// The largest websocket frame and message, before and after `auth` (tungstenite takes its
+/// limits at the upgrade): Wings' client frames are small JSON, the largest an `auth` with
+/// a JWT of about 1 KiB. axum's defaults (16 MiB frames, 64 MiB messages) let a stranger make
+/// the daemon buffer 64 MiB per socket.
+const WEBSOCKET_MESSAGE_LIMIT: usize = 64 * 1024;
+
+/// The websocket's read buffer (tungstenite's default is 128 KiB): a frame larger than it
+/// is still read, in steps.
+const WEBSOCKET_READ_BUFFER: usize = 8 * 1024;
 
 /// What every handler shares.
 pub struct AppState {
@@ -40,6 +56,10 @@ pub struct AppState {
     pub allowed_origins: Vec<String>,
     /// When the daemon started, in Unix seconds (older websocket tokens are refused).
     pub started_at: i64,
+    /// How long a request body may take to arrive (`api.read_timeout`).
+    pub read_timeout: Duration,
+    /// How long a websocket may stay without a valid token (`api.websocket_auth_timeout`).
+    pub websocket_auth_timeout: Duration,
 }
 
 /// An error answer: a status and Wings' `{"error": "..."}` body.
@@ -198,11 +218,12 @@ async fn require_token(
 async fn create_backup(
     State(state): State<Arc<AppState>>,
     Path(server): Path<String>,
-    body: Bytes,
+    body: Body,
 ) -> Result<StatusCode, ApiError> {
     if state.backups.server_root(&server).is_none() {
         return Err(ApiError::server_not_found());
     }
+    let body = read_body(body, state.read_timeout).await?;
     let request: BackupRequest = parse_json(&body)?;
     state.backups.start(&server, request).await?;
     Ok(StatusCode::ACCEPTED)
@@ -213,7 +234,7 @@ async fn create_backup(
 async fn restore_backup(
     State(state): State<Arc<AppState>>,
     Path((server, uuid)): Path<(String, String)>,
-    body: Bytes,
+    body: Body,
 ) -> Result<StatusCode, ApiError> {
     let root = state
         .backups
@@ -222,6 +243,7 @@ async fn restore_backup(
     if !is_canonical_uuid(&uuid) {
         return Err(invalid_uuid());
     }
+    let body = read_body(body, state.read_timeout).await?;
     let request: RestoreRequest = parse_json(&body)?;
     state.restores.start(&server, root, &uuid, request).await?;
     Ok(StatusCode::ACCEPTED)
@@ -328,6 +350,7 @@ async fn open_websocket(
     State(state): State<Arc<AppState>>,
     Path(server): Path<String>,
     headers: axum::http::HeaderMap,
+    Extension(slot): Extension<ConnectionSlot>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     if let Some(origin) = headers.get(header::ORIGIN) {
@@ -351,8 +374,52 @@ async fn open_websocket(
         token: state.token.clone(),
         started_at: state.started_at,
         bus: state.events.clone(),
+        auth_timeout: state.websocket_auth_timeout,
     };
-    Ok(upgrade.on_upgrade(move |socket| websocket::run(socket, context)))
+    let upgrade = upgrade
+        .max_frame_size(WEBSOCKET_MESSAGE_LIMIT)
+        .max_message_size(WEBSOCKET_MESSAGE_LIMIT)
+        .read_buffer_size(WEBSOCKET_READ_BUFFER);
+    Ok(upgrade.on_upgrade(move |socket| async move {
+        // The socket keeps its connection's place among `api.max_connections`.
+        let _slot = slot;
+        websocket::run(socket, context).await
+    }))
+}
+
+/// Reads a request body of at most [`BODY_LIMIT`] bytes that arrives within `timeout`: 413
+/// when larger, 408 when it stops coming (the connection is then closed).
+async fn read_body(body: Body, timeout: Duration) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, BODY_LIMIT)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(err)) if is_length_limit(&err) => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("The request body is larger than {} KiB.", BODY_LIMIT / 1024),
+        )),
+        Ok(Err(err)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("The request body could not be read: {err}"),
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "The request body did not arrive within {} seconds.",
+                timeout.as_secs()
+            ),
+        )),
+    }
+}
+
+/// Whether reading a body failed on [`BODY_LIMIT`] (the error is boxed inside axum's).
+fn is_length_limit(err: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(current) = source {
+        if current.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = current.source();
+    }
+    false
 }
 
 /// Parses a JSON body, whatever its `Content-Type`, into a 400 that says what is wrong.

@@ -15,8 +15,10 @@ pub mod plugins;
 pub mod rate_limit;
 pub mod registry;
 pub mod restore;
+pub mod serve;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 
@@ -58,7 +60,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 remote,
                 &config.token_id,
                 &config.token,
-                std::time::Duration::from_secs(config.remote_query.timeout),
+                Duration::from_secs(config.remote_query.timeout),
             )?;
             let notifier = Arc::new(Notifier::new(panel, registry.clone()));
             tokio::spawn(notifier.clone().run());
@@ -116,6 +118,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         events,
         allowed_origins,
         started_at,
+        read_timeout: Duration::from_secs(config.api.read_timeout),
+        websocket_auth_timeout: Duration::from_secs(config.api.websocket_auth_timeout),
     });
     let address = format!("{}:{}", config.api.host, config.api.port);
     let listener = tokio::net::TcpListener::bind(&address)
@@ -125,10 +129,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(address = %local, "listening");
     // One line on stdout, for operators and for scripts that start aerie on port 0.
     println!("aerie listening on http://{local}");
-    axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("the HTTP server failed")?;
+    let limits = serve::Limits {
+        read_timeout: Duration::from_secs(config.api.read_timeout),
+        max_connections: config.api.max_connections,
+    };
+    serve::serve(listener, http::router(state), limits, shutdown_signal()).await;
     tracing::info!("shutting down: stopping running backups and restores");
     restores.stop_all();
     backups.shut_down().await;

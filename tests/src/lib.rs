@@ -69,6 +69,8 @@ pub struct Node {
     pub extra_config: String,
     /// Extra YAML lines inside `system:` (indented by two spaces).
     pub system_extra: String,
+    /// Extra YAML lines inside `api:` (indented by two spaces).
+    pub api_extra: String,
     /// The plugins file's content; `None` means no plugins file (bundled `wings`).
     pub plugins: Option<String>,
 }
@@ -81,6 +83,7 @@ impl Node {
             token: "test-node-token-0123456789".into(),
             extra_config: String::new(),
             system_extra: String::new(),
+            api_extra: String::new(),
             plugins: None,
         }
     }
@@ -106,9 +109,10 @@ impl Node {
     pub fn write_config(&self) -> PathBuf {
         let root = self.dir.path();
         let mut config = format!(
-            "token_id: test\ntoken: {token}\napi:\n  host: 127.0.0.1\n  port: 0\n\
+            "token_id: test\ntoken: {token}\napi:\n  host: 127.0.0.1\n  port: 0\n{api}\
              system:\n  root_directory: {root}/state\n  data: {data}\n  backup_directory: {backups}\n",
             token = self.token,
+            api = self.api_extra,
             root = root.display(),
             data = self.data().display(),
             backups = self.backup_dir().display(),
@@ -254,6 +258,11 @@ impl Reply {
 }
 
 impl Daemon {
+    /// The daemon's process id, for reading its `/proc` entries.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The daemon's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

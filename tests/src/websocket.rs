@@ -40,6 +40,11 @@ pub fn connect(
 }
 
 impl Socket {
+    /// The tungstenite socket, for tests that read close frames or write raw bytes.
+    pub fn inner(&mut self) -> &mut WebSocket<MaybeTlsStream<TcpStream>> {
+        &mut self.ws
+    }
+
     /// Sends `{"event": event, "args": [arg]}`.
     pub fn send(&mut self, event: &str, arg: &str) {
         let frame = json!({"event": event, "args": [arg]}).to_string();

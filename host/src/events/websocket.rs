@@ -1,12 +1,14 @@
 //! `GET /api/servers/{server}/ws`: Wings' websocket protocol, for backup events. The client
 //! authenticates with `{"event":"auth","args":["<JWT>"]}` (HS256 with the node token, for
 //! this server, with `websocket.connect`), is warned before the token expires and may send a
-//! fresh one on the same socket. A socket that stops reading only fills its own queue.
+//! fresh one on the same socket. A socket without a valid token (none sent yet, or the last
+//! one expired) for `auth_timeout` is closed. A socket that stops reading only fills its own
+//! queue.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -18,6 +20,10 @@ use crate::jwt::{self, unix_now, Claims};
 /// Wings warns this long before a socket's token expires.
 const EXPIRY_WARNING: Duration = Duration::from_secs(60);
 
+/// The reason of the close frame (code 1008, policy violation) sent to a socket that had no
+/// valid token for `auth_timeout`.
+const AUTH_TIMEOUT_REASON: &str = "authentication timed out";
+
 /// What a session needs to know.
 pub struct SessionContext {
     /// The server the socket watches.
@@ -28,6 +34,8 @@ pub struct SessionContext {
     pub started_at: i64,
     /// Where events come from.
     pub bus: Arc<EventBus>,
+    /// How long the socket may stay without a valid token before it is closed.
+    pub auth_timeout: Duration,
 }
 
 /// A frame from the client.
@@ -101,6 +109,8 @@ pub async fn run(socket: WebSocket, context: SessionContext) {
     // Subscribed at the first successful auth: nothing queues up for a stranger.
     let mut subscription: Option<Subscription> = None;
     let mut session: Option<Session> = None;
+    // When the socket is closed unless a valid token comes first; `None` while it has one.
+    let mut auth_deadline = Some(Instant::now() + context.auth_timeout);
     loop {
         let (warn_at, expire_at) = match &session {
             Some(s) => (
@@ -121,6 +131,7 @@ pub async fn run(socket: WebSocket, context: SessionContext) {
                 match authenticate(token, &context) {
                     Ok(new_session) => {
                         session = Some(new_session);
+                        auth_deadline = None;
                         subscription.get_or_insert_with(|| context.bus.subscribe(&context.server));
                         frame("auth success", None)
                     }
@@ -145,7 +156,18 @@ pub async fn run(socket: WebSocket, context: SessionContext) {
             }
             _ = tokio::time::sleep_until(expire_at.unwrap_or_else(Instant::now)), if expire_at.is_some() => {
                 session = None;
+                auth_deadline = Some(Instant::now() + context.auth_timeout);
                 frame("token expired", None)
+            }
+            _ = tokio::time::sleep_until(auth_deadline.unwrap_or_else(Instant::now)), if auth_deadline.is_some() => {
+                tracing::debug!(server = %context.server, "closing a websocket that sent no valid token in time");
+                let _ = outgoing
+                    .send(Message::Close(Some(CloseFrame {
+                        code: close_code::POLICY,
+                        reason: AUTH_TIMEOUT_REASON.into(),
+                    })))
+                    .await;
+                break;
             }
         };
         if outgoing.send(reply).await.is_err() {

@@ -1,0 +1,167 @@
+//! The accept loop in front of the router: a bounded number of connections, HTTP/1 with a
+//! read timeout, websocket upgrades, and a graceful stop. `axum::serve` has none of the
+//! bounds, so a few hundred clients that never finish a request could hold every descriptor.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+
+/// How long a stop waits for requests in flight before it cuts them: systemd sends SIGKILL
+/// 90 s after SIGTERM by default, and running backups still have to be stopped after this.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// How long the loop pauses when `accept` fails for want of descriptors or memory (what
+/// `axum::serve` does too), instead of spinning on the error.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+/// The bounds every connection is served under.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time to send a request's headers; hyper runs the same clock while a keep-alive
+    /// connection waits for its next request, so it is the idle timeout too.
+    pub read_timeout: Duration,
+    /// Connections open at once, websockets included.
+    pub max_connections: usize,
+}
+
+/// One of the `max_connections` places, held by a connection and, after an upgrade, by its
+/// websocket: the place is free again when both are gone. Every request carries it as an
+/// extension.
+#[derive(Clone)]
+pub struct ConnectionSlot {
+    /// Returned to the semaphore when the last clone is dropped.
+    _place: Arc<OwnedSemaphorePermit>,
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then stops accepting, lets
+/// requests in flight finish (for at most [`SHUTDOWN_GRACE`]) and returns.
+///
+/// At the cap the loop stops calling `accept`: new connections wait in the kernel's backlog
+/// (and are served when a place frees) rather than being accepted and closed, so the
+/// daemon's descriptors stay bounded and a client only sees a slower connect.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let places = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop, stopped) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = accept(&listener, &places) => accepted,
+        };
+        // Finished connections are reaped here, so the set holds only open ones.
+        while connections.try_join_next().is_some() {}
+        let Some((stream, peer, place)) = accepted else {
+            continue;
+        };
+        connections.spawn(serve_connection(
+            stream,
+            peer,
+            router.clone(),
+            limits,
+            ConnectionSlot {
+                _place: Arc::new(place),
+            },
+            stopped.clone(),
+        ));
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            "requests still running after {SHUTDOWN_GRACE:?}; closing them"
+        );
+    }
+}
+
+/// Waits for a free place, then for a connection. `None` when `accept` failed; the error is
+/// logged (and the loop paused when the process is out of descriptors or memory).
+async fn accept(
+    listener: &TcpListener,
+    places: &Arc<Semaphore>,
+) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    let place = places
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the semaphore is never closed");
+    match listener.accept().await {
+        Ok((stream, peer)) => Some((stream, peer, place)),
+        Err(err) if is_connection_error(&err) => None,
+        Err(err) => {
+            tracing::error!("cannot accept a connection: {err}");
+            tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+            None
+        }
+    }
+}
+
+/// Errors about one connection that went away before it was accepted, not about the
+/// listener.
+fn is_connection_error(err: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(
+        err.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    )
+}
+
+/// Serves one accepted connection until it closes, is upgraded, or the daemon stops.
+/// A TLS handshake, when there is one, belongs here: between the accepted stream and
+/// `serve_connection`, under the same place and the same read timeout.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    limits: Limits,
+    slot: ConnectionSlot,
+    mut stopped: watch::Receiver<bool>,
+) {
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, "cannot set TCP_NODELAY: {err}");
+    }
+    let service = router.map_request(move |mut request: hyper::Request<Incoming>| {
+        request.extensions_mut().insert(slot.clone());
+        request
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.read_timeout);
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+        .with_upgrades();
+    let mut connection = std::pin::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = async { stopped.wait_for(|stop| *stop).await.map(drop) } => {
+            // Finish the request in flight, if any, then close.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(%peer, "connection ended: {err}");
+    }
+}
