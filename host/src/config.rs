@@ -411,6 +411,18 @@ mod tests {
     }
 
     #[test]
+    fn connection_bounds_default_and_refuse_zero() {
+        let config = Config::parse("token: x\n").unwrap();
+        assert_eq!(config.api.read_timeout, 30);
+        assert_eq!(config.api.max_connections, 1024);
+        assert_eq!(config.api.websocket_auth_timeout, 30);
+        for key in ["read_timeout", "max_connections", "websocket_auth_timeout"] {
+            let err = Config::parse(&format!("token: x\napi:\n  {key}: 0\n")).unwrap_err();
+            assert!(err.to_string().starts_with(&format!("api.{key}:")), "{err}");
+        }
+    }
+
+    #[test]
     fn the_older_write_limit_key_is_read() {
         let config = Config::parse("token: x\nsystem:\n  backup_write_limit: 2\n").unwrap();
         assert_eq!(config.write_limit_bytes(), Some(2 * 1024 * 1024));
