@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -60,10 +61,12 @@ pub async fn serve(
     let (stop, stopped) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    // Whether the last wait for a place was logged: one line each time the cap is reached.
+    let mut full = false;
     loop {
         let accepted = tokio::select! {
             _ = &mut shutdown => break,
-            accepted = accept(&listener, &places) => accepted,
+            accepted = accept(&listener, &places, limits.max_connections, &mut full) => accepted,
         };
         // Finished connections are reaped here, so the set holds only open ones.
         while connections.try_join_next().is_some() {}
@@ -100,12 +103,29 @@ pub async fn serve(
 async fn accept(
     listener: &TcpListener,
     places: &Arc<Semaphore>,
+    max_connections: usize,
+    full: &mut bool,
 ) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
-    let place = places
-        .clone()
-        .acquire_owned()
-        .await
-        .expect("the semaphore is never closed");
+    let place = match places.clone().try_acquire_owned() {
+        Ok(place) => {
+            *full = false;
+            place
+        }
+        Err(_) => {
+            if !*full {
+                tracing::warn!(
+                    "all {max_connections} connections (api.max_connections) are open; \
+                     new ones wait in the listen backlog"
+                );
+                *full = true;
+            }
+            places
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed")
+        }
+    };
     match listener.accept().await {
         Ok((stream, peer)) => Some((stream, peer, place)),
         Err(err) if is_connection_error(&err) => None,
@@ -128,19 +148,33 @@ fn is_connection_error(err: &std::io::Error) -> bool {
 }
 
 /// Serves one accepted connection until it closes, is upgraded, or the daemon stops.
-/// A TLS handshake, when there is one, belongs here: between the accepted stream and
-/// `serve_connection`, under the same place and the same read timeout.
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     router: Router,
     limits: Limits,
     slot: ConnectionSlot,
-    mut stopped: watch::Receiver<bool>,
+    stopped: watch::Receiver<bool>,
 ) {
     if let Err(err) = stream.set_nodelay(true) {
         tracing::debug!(%peer, "cannot set TCP_NODELAY: {err}");
     }
+    // A TLS handshake, when there is one, goes here (under `limits.read_timeout`, holding
+    // the same place): the stream it yields is served as the plain one is.
+    serve_http(stream, peer, router, limits, slot, stopped).await;
+}
+
+/// Serves HTTP/1 (and upgrades) on `io`, a plain or TLS stream.
+async fn serve_http<I>(
+    io: I,
+    peer: SocketAddr,
+    router: Router,
+    limits: Limits,
+    slot: ConnectionSlot,
+    mut stopped: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = router.map_request(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(slot.clone());
         request
@@ -150,7 +184,7 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.read_timeout);
     let connection = builder
-        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
         .with_upgrades();
     let mut connection = std::pin::pin!(connection);
     let result = tokio::select! {

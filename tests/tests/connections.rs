@@ -274,6 +274,11 @@ fn past_max_connections_new_ones_wait_and_are_served_when_places_free() {
         waiting_in_backlog(&daemon) == 4
     });
     assert_eq!(descriptors(&daemon), baseline + CAP);
+    wait_until("the cap logged", || {
+        daemon
+            .log()
+            .contains("all 8 connections (api.max_connections) are open")
+    });
 
     // Places free: the waiting request is served.
     drop(idle);
