@@ -204,6 +204,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_path_longer_than_path_max_is_archived_with_its_content() {
+        use rustix::fs::{mkdirat, openat, Mode, OFlags};
+        let root = tempfile::tempdir().unwrap();
+        let server = ServerDir::open(root.path()).unwrap();
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let mut dir = openat(server.fd(), ".", flags, Mode::empty()).unwrap();
+        let mut deep = Vec::new();
+        // 20 levels of 250-character names: over 5,000 bytes, PATH_MAX is 4,096.
+        for level in 0..20 {
+            let name = format!("{level:02}{}", "n".repeat(248));
+            mkdirat(&dir, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
+            dir = openat(&dir, name.as_str(), flags, Mode::empty()).unwrap();
+            deep.push(name);
+        }
+        let create = OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC;
+        let file = openat(&dir, "deep.txt", create, Mode::from_raw_mode(0o644)).unwrap();
+        rustix::io::write(&file, b"deep").unwrap();
+        deep.push("deep.txt".into());
+        let deep = deep.join("/");
+
+        let mut builder = tar::Builder::new(Vec::new());
+        let rules = IgnoreRules::parse("");
+        let (progress, cancelled) = (Progress::default(), AtomicBool::new(false));
+        append_tree(&mut builder, &server, &rules, &progress, &cancelled).unwrap();
+        let archive = builder.into_inner().unwrap();
+        let mut archive = tar::Archive::new(archive.as_slice());
+        let mut found = None;
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if entry.path().unwrap() == Path::new(&deep) {
+                let mut content = String::new();
+                entry.read_to_string(&mut content).unwrap();
+                found = Some(content);
+            }
+        }
+        assert_eq!(found.as_deref(), Some("deep"));
+        assert_eq!(progress.entries_done.load(Ordering::Relaxed), 21);
+    }
+
+    #[test]
     fn a_shrunken_file_is_padded_and_a_grown_one_cut() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
