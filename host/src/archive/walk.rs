@@ -92,13 +92,15 @@ pub struct Entry<'w> {
     pub kind: Kind,
     /// Its `fstatat` (not following a symlink).
     pub stat: Stat,
+    /// The directory holding a file or symlink entry, and its name there (a directory
+    /// entry is opened by the walk itself, not through these).
     parent: BorrowedFd<'w>,
     name: &'w CStr,
 }
 
 impl Entry<'_> {
-    /// Opens the file and returns it with the `fstat` of what was opened; `None`, logged,
-    /// when it vanished or is no longer the file that was stat'ed.
+    /// Opens a [`Kind::File`] entry and returns it with the `fstat` of what was opened;
+    /// `None`, logged, when it vanished or is no longer the file that was stat'ed.
     pub fn open_file(&self) -> io::Result<Option<(File, Stat)>> {
         let fd = match openat(self.parent, self.name, FILE_FLAGS, Mode::empty()) {
             Ok(fd) => fd,
@@ -116,7 +118,8 @@ impl Entry<'_> {
         Ok(Some((File::from(fd), stat)))
     }
 
-    /// The link's target; `None`, logged, when it vanished or is no longer a link.
+    /// A [`Kind::Symlink`] entry's target; `None`, logged, when it vanished or is no longer
+    /// a link.
     pub fn read_link(&self) -> io::Result<Option<PathBuf>> {
         match readlinkat(self.parent, self.name, Vec::new()) {
             Ok(target) => Ok(Some(OsStr::from_bytes(target.as_bytes()).into())),
