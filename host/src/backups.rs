@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-use crate::archive::{self, ArchiveSettings, IgnoreRules, Progress, Written};
+use crate::archive::{self, ArchiveSettings, IgnoreRules, Progress, ServerDir, Written};
 use crate::events::panel::Notifier;
 use crate::events::{self, EventBus, ProgressGate, PROGRESS_EVERY};
 use crate::locks::{ServerGuard, ServerLocks};
@@ -579,6 +579,8 @@ fn make_backup(
     cancelled: &AtomicBool,
 ) -> anyhow::Result<(Written, StoredBackup)> {
     let progress = &reporter.progress;
+    // Opened once, never through a symlink: every later open is relative to it.
+    let root = &ServerDir::open(root)?;
     let rules = IgnoreRules::for_backup(root, &request.ignore);
     let total = archive::measure_tree(root, &rules, cancelled);
     progress.bytes_total.store(total, Ordering::Relaxed);

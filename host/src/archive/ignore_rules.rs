@@ -4,10 +4,13 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use rustix::fs::{openat, Mode, OFlags};
+use rustix::io::Errno;
+
+use super::walk::ServerDir;
 
 /// The largest `.pteroignore` read, as in Wings; a bigger one is skipped with a warning.
 pub const PTEROIGNORE_MAX_BYTES: u64 = 32 * 1024;
@@ -44,11 +47,11 @@ impl IgnoreRules {
 
     /// The rules for a backup of `root`: `request_ignore` when it has any pattern, otherwise
     /// the server's `.pteroignore` (never followed through a symlink), otherwise none.
-    pub fn for_backup(root: &Path, request_ignore: &str) -> Self {
+    pub fn for_backup(root: &ServerDir, request_ignore: &str) -> Self {
         if !request_ignore.trim().is_empty() {
             return Self::parse(request_ignore);
         }
-        match read_pteroignore(&root.join(PTEROIGNORE)) {
+        match read_pteroignore(root) {
             Ok(Some(text)) => Self::parse(&text),
             Ok(None) => Self::parse(""),
             Err(reason) => {
@@ -65,17 +68,14 @@ impl IgnoreRules {
     }
 }
 
-/// Reads `.pteroignore`: `None` if absent, an error if it is a symlink, not a regular file,
-/// unreadable or too large.
-fn read_pteroignore(path: &Path) -> Result<Option<String>, String> {
-    let file = File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path);
-    let file = match file {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err("it is a symlink".into()),
+/// Reads `.pteroignore` in `root`: `None` if absent, an error if it is a symlink, not a
+/// regular file, unreadable or too large.
+fn read_pteroignore(root: &ServerDir) -> Result<Option<String>, String> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let file = match openat(root.fd(), PTEROIGNORE, flags, Mode::empty()) {
+        Ok(fd) => File::from(fd),
+        Err(Errno::NOENT) => return Ok(None),
+        Err(Errno::LOOP) => return Err("it is a symlink".into()),
         Err(e) => return Err(e.to_string()),
     };
     let metadata = file.metadata().map_err(|e| e.to_string())?;
@@ -183,9 +183,9 @@ mod tests {
     fn the_request_wins_over_pteroignore_and_a_symlinked_one_is_not_followed() {
         let root = tempfile::tempdir().unwrap();
         std::fs::write(root.path().join(PTEROIGNORE), "*.log\n").unwrap();
-        let from_file = IgnoreRules::for_backup(root.path(), "");
+        let from_file = IgnoreRules::for_backup(&ServerDir::open(root.path()).unwrap(), "");
         assert!(from_file.is_ignored(Path::new("a.log"), false));
-        let from_request = IgnoreRules::for_backup(root.path(), "*.txt");
+        let from_request = IgnoreRules::for_backup(&ServerDir::open(root.path()).unwrap(), "*.txt");
         assert!(!from_request.is_ignored(Path::new("a.log"), false));
         assert!(from_request.is_ignored(Path::new("a.txt"), false));
 
@@ -197,7 +197,7 @@ mod tests {
             root.path().join(PTEROIGNORE),
         )
         .unwrap();
-        let through_link = IgnoreRules::for_backup(root.path(), "");
+        let through_link = IgnoreRules::for_backup(&ServerDir::open(root.path()).unwrap(), "");
         assert!(!through_link.is_ignored(Path::new("a.log"), false));
     }
 
@@ -207,7 +207,7 @@ mod tests {
         let mut text = "*.log\n".to_string();
         text.push_str(&"#\n".repeat(PTEROIGNORE_MAX_BYTES as usize));
         std::fs::write(root.path().join(PTEROIGNORE), text).unwrap();
-        let rules = IgnoreRules::for_backup(root.path(), "");
+        let rules = IgnoreRules::for_backup(&ServerDir::open(root.path()).unwrap(), "");
         assert!(!rules.is_ignored(Path::new("a.log"), false));
     }
 }

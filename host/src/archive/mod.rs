@@ -9,8 +9,8 @@ mod ignore_rules;
 mod isal;
 mod output;
 mod tree;
+mod walk;
 
-use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use aerie_adapter_api::host::SinkHandle;
@@ -19,6 +19,7 @@ use anyhow::Context;
 pub use ignore_rules::IgnoreRules;
 pub use output::Written;
 pub use tree::{measure_tree, Progress};
+pub use walk::ServerDir;
 
 use crate::config::CompressionLevel;
 use gzip::{Level, ParallelGzWriter};
@@ -46,7 +47,7 @@ fn gzip_level(level: CompressionLevel) -> Level {
 /// Writes the archive of `root` into `sink` and returns its SHA-1 and size. The caller
 /// still owns the sink: it finishes it on success and aborts it on error.
 pub fn write_archive(
-    root: &Path,
+    root: &ServerDir,
     rules: &IgnoreRules,
     settings: ArchiveSettings,
     sink: &mut SinkHandle,

@@ -1,19 +1,18 @@
-//! The server's files as tar entries: a sorted walk that never follows symlinks, keeping
-//! directories (empty ones too), regular files, symlinks as links, modes and mtimes, with
-//! each file's size pinned at stat time so a file that changes while it is read never fails
-//! the backup.
+//! The server's files as tar entries: the walk's directories (empty ones too), regular files
+//! and symlinks (as links), with modes and mtimes, and each file's size pinned at stat time
+//! so a file that changes while it is read never fails the backup.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use walkdir::WalkDir;
+use rustix::fs::Stat;
 
 use super::ignore_rules::IgnoreRules;
+use super::walk::{shown, Entry, Kind, ServerDir, Walk};
 
 /// The read size for file contents: few syscalls per file, little memory.
 const READ_BUFFER_BYTES: usize = 256 * 1024;
@@ -32,33 +31,19 @@ pub struct Progress {
     pub entries_done: AtomicU64,
 }
 
-/// The walk of `root` that every pass shares: sorted, never following symlinks, pruning
-/// what `rules` leave out.
-fn walk<'a>(
-    root: &'a Path,
-    rules: &'a IgnoreRules,
-) -> impl Iterator<Item = walkdir::Result<walkdir::DirEntry>> + 'a {
-    WalkDir::new(root)
-        .follow_links(false)
-        .min_depth(1)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(move |entry| {
-            let relative = entry.path().strip_prefix(root).unwrap_or(entry.path());
-            !rules.is_ignored(relative, entry.file_type().is_dir())
-        })
-}
-
 /// The bytes of file content a backup of `root` will archive: a walk of metadata only
 /// (no file is opened), so a progress bar has an honest total.
-pub fn measure_tree(root: &Path, rules: &IgnoreRules, cancelled: &AtomicBool) -> u64 {
+pub fn measure_tree(root: &ServerDir, rules: &IgnoreRules, cancelled: &AtomicBool) -> u64 {
     let mut total = 0;
-    for entry in walk(root, rules).flatten() {
-        if cancelled.load(Ordering::Relaxed) {
-            break;
-        }
-        if entry.file_type().is_file() {
-            total += entry.metadata().map_or(0, |m| m.len());
+    let Ok(mut walk) = Walk::new(root, rules) else {
+        return 0;
+    };
+    while !cancelled.load(Ordering::Relaxed) {
+        match walk.next_entry() {
+            Ok(Some(entry)) if entry.kind == Kind::File => total += entry.stat.st_size as u64,
+            Ok(Some(_)) => {}
+            // The backup's own walk meets the same error and reports it.
+            Ok(None) | Err(_) => break,
         }
     }
     total
@@ -67,34 +52,25 @@ pub fn measure_tree(root: &Path, rules: &IgnoreRules, cancelled: &AtomicBool) ->
 /// Appends every entry under `root` that `rules` keep to `builder`, in sorted order.
 pub fn append_tree<W: Write>(
     builder: &mut tar::Builder<W>,
-    root: &Path,
+    root: &ServerDir,
     rules: &IgnoreRules,
     progress: &Progress,
     cancelled: &AtomicBool,
 ) -> anyhow::Result<()> {
-    let walk = walk(root, rules);
+    let mut walk = Walk::new(root, rules).context("cannot read the server directory")?;
     let mut last_log = Instant::now();
-    for entry in walk {
+    loop {
         if cancelled.load(Ordering::Relaxed) {
             bail!("cancelled");
         }
-        let entry = match entry {
-            Ok(entry) => entry,
-            Err(err) if is_vanished(err.io_error()) => {
-                tracing::warn!("skipping what vanished during the walk: {err}");
-                continue;
-            }
+        let entry = match walk.next_entry() {
+            Ok(Some(entry)) => entry,
+            Ok(None) => return Ok(()),
             Err(err) => return Err(err).context("cannot walk the server directory"),
         };
-        let relative = entry.path().strip_prefix(root).expect("walk stays in root");
-        match append_entry(builder, entry.path(), relative, progress) {
-            Ok(()) => {}
-            Err(err) if is_vanished(Some(&err)) => {
-                tracing::warn!(path = %relative.display(), "skipping a file that vanished during the backup");
-            }
-            Err(err) => {
-                return Err(err).with_context(|| format!("cannot archive {}", relative.display()))
-            }
+        if let Err(err) = append_entry(builder, &entry, progress) {
+            let at = shown(entry.relative);
+            return Err(err).with_context(|| format!("cannot archive {at}"));
         }
         progress.entries_done.fetch_add(1, Ordering::Relaxed);
         if last_log.elapsed() >= PROGRESS_LOG_EVERY {
@@ -106,50 +82,68 @@ pub fn append_tree<W: Write>(
             );
         }
     }
-    Ok(())
-}
-
-fn is_vanished(err: Option<&io::Error>) -> bool {
-    err.is_some_and(|e| e.kind() == io::ErrorKind::NotFound)
 }
 
 fn append_entry<W: Write>(
     builder: &mut tar::Builder<W>,
-    path: &Path,
-    relative: &Path,
+    entry: &Entry<'_>,
     progress: &Progress,
 ) -> io::Result<()> {
-    let metadata = path.symlink_metadata()?;
-    let file_type = metadata.file_type();
-    let mut header = tar::Header::new_gnu();
-    header.set_metadata_in_mode(&metadata, tar::HeaderMode::Complete);
-    if file_type.is_dir() {
-        header.set_size(0);
-        let mut name = relative.as_os_str().to_owned();
-        name.push("/");
-        builder.append_data(&mut header, Path::new(&name), io::empty())
-    } else if file_type.is_symlink() {
-        let target = std::fs::read_link(path)?;
-        header.set_size(0);
-        builder.append_link(&mut header, relative, target)
-    } else if file_type.is_file() {
-        let file = File::options()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)?;
-        let size = metadata.len();
-        header.set_size(size);
-        // Large reads: io::copy takes a BufReader's buffer as it is, not 8 KiB at a time.
-        let content = io::BufReader::with_capacity(
-            READ_BUFFER_BYTES,
-            PinnedSize::new(file, size, relative, progress),
-        );
-        builder.append_data(&mut header, relative, content)
-    } else {
-        // Sockets, FIFOs and devices are not server files; Wings skips sockets too.
-        tracing::debug!(path = %relative.display(), "skipping a special file");
-        Ok(())
+    let relative = entry.relative;
+    match entry.kind {
+        Kind::Dir => {
+            let mut header = header_for(&entry.stat, 0);
+            let mut name = relative.as_os_str().to_owned();
+            name.push("/");
+            builder.append_data(&mut header, Path::new(&name), io::empty())
+        }
+        Kind::Symlink => {
+            let Some(target) = entry.read_link()? else {
+                return Ok(());
+            };
+            let mut header = header_for(&entry.stat, 0);
+            builder.append_link(&mut header, relative, target)
+        }
+        Kind::File => {
+            let Some((file, stat)) = entry.open_file()? else {
+                return Ok(());
+            };
+            let size = stat.st_size as u64;
+            let mut header = header_for(&stat, size);
+            // Large reads: io::copy takes a BufReader's buffer as it is, not 8 KiB at a time.
+            let content = io::BufReader::with_capacity(
+                READ_BUFFER_BYTES,
+                PinnedSize::new(file, size, relative, progress),
+            );
+            builder.append_data(&mut header, relative, content)
+        }
+        Kind::Special => {
+            // Sockets, FIFOs and devices are not server files; Wings skips sockets too.
+            tracing::debug!(path = %shown(relative), "skipping a special file");
+            Ok(())
+        }
     }
+}
+
+/// A GNU header for `stat`, as `tar`'s `set_metadata_in_mode(.., Complete)` fills it from
+/// an `fs::Metadata`: mode, owner, mtime, type, `size`, device numbers zero.
+fn header_for(stat: &Stat, size: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_mtime(stat.st_mtime as u64);
+    header.set_uid(u64::from(stat.st_uid));
+    header.set_gid(u64::from(stat.st_gid));
+    header.set_mode(stat.st_mode);
+    header.set_entry_type(match rustix::fs::FileType::from_raw_mode(stat.st_mode) {
+        rustix::fs::FileType::Directory => tar::EntryType::Directory,
+        rustix::fs::FileType::Symlink => tar::EntryType::Symlink,
+        _ => tar::EntryType::Regular,
+    });
+    header.set_size(size);
+    if let Some(gnu) = header.as_gnu_mut() {
+        gnu.set_device_major(0);
+        gnu.set_device_minor(0);
+    }
+    header
 }
 
 /// A file's content held to the size it had when it was stat'ed: a file that grew is cut
@@ -187,7 +181,7 @@ impl Read for PinnedSize<'_> {
             match self.file.read(buf)? {
                 0 => {
                     tracing::warn!(
-                        path = %self.relative.display(),
+                        path = %shown(self.relative),
                         missing = self.remaining,
                         "file shrank while it was archived; padding it with zeros"
                     );
@@ -208,6 +202,46 @@ impl Read for PinnedSize<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_longer_than_path_max_is_archived_with_its_content() {
+        use rustix::fs::{mkdirat, openat, Mode, OFlags};
+        let root = tempfile::tempdir().unwrap();
+        let server = ServerDir::open(root.path()).unwrap();
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let mut dir = openat(server.fd(), ".", flags, Mode::empty()).unwrap();
+        let mut deep = Vec::new();
+        // 20 levels of 250-character names: over 5,000 bytes, PATH_MAX is 4,096.
+        for level in 0..20 {
+            let name = format!("{level:02}{}", "n".repeat(248));
+            mkdirat(&dir, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
+            dir = openat(&dir, name.as_str(), flags, Mode::empty()).unwrap();
+            deep.push(name);
+        }
+        let create = OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC;
+        let file = openat(&dir, "deep.txt", create, Mode::from_raw_mode(0o644)).unwrap();
+        rustix::io::write(&file, b"deep").unwrap();
+        deep.push("deep.txt".into());
+        let deep = deep.join("/");
+
+        let mut builder = tar::Builder::new(Vec::new());
+        let rules = IgnoreRules::parse("");
+        let (progress, cancelled) = (Progress::default(), AtomicBool::new(false));
+        append_tree(&mut builder, &server, &rules, &progress, &cancelled).unwrap();
+        let archive = builder.into_inner().unwrap();
+        let mut archive = tar::Archive::new(archive.as_slice());
+        let mut found = None;
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if entry.path().unwrap() == Path::new(&deep) {
+                let mut content = String::new();
+                entry.read_to_string(&mut content).unwrap();
+                found = Some(content);
+            }
+        }
+        assert_eq!(found.as_deref(), Some("deep"));
+        assert_eq!(progress.entries_done.load(Ordering::Relaxed), 21);
+    }
 
     #[test]
     fn a_shrunken_file_is_padded_and_a_grown_one_cut() {
