@@ -728,3 +728,563 @@ fn handles_paths_deeper_than_the_descriptor_cache() {
     assert_eq!(std::fs::read(restored.join("one")).unwrap(), b"1");
     assert_eq!(std::fs::read(restored.join("two")).unwrap(), b"2");
 }
+
+// Bounds: what one archive can make a restore hold in memory or write on disk.
+
+/// Memory-measuring tests run one at a time: the high-water mark is the process's.
+static MEMORY_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The process's peak resident memory so far (`VmHWM`), in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .unwrap();
+    let kib: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kib * 1024
+}
+
+/// A gzipped tar written through the encoder as it is built, so that a huge archive
+/// (a 64 MB name, a million entries) never sits uncompressed in the test's memory.
+fn streamed_archive(build: impl FnOnce(&mut GzEncoder<Vec<u8>>)) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
+    build(&mut encoder);
+    encoder.write_all(&[0; 1024]).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// Writes one header of `kind` with `size`, then `size` bytes of `fill` and the padding.
+fn write_entry(out: &mut impl Write, kind: EntryType, name: &str, size: u64, fill: u8) {
+    let mut header = Header::new_gnu();
+    header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    header.set_entry_type(kind);
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_mtime(1_500_000_000);
+    header.set_cksum();
+    out.write_all(header.as_bytes()).unwrap();
+    let chunk = vec![fill; 64 * 1024];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        out.write_all(&chunk[..n]).unwrap();
+        left -= n as u64;
+    }
+    let padding = (512 - size % 512) % 512;
+    out.write_all(&vec![0; padding as usize]).unwrap();
+}
+
+#[test]
+fn refuses_a_huge_gnu_long_name_without_reading_it() {
+    let _serial = MEMORY_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    const NAME: u64 = 64 * 1024 * 1024;
+    let compressed = streamed_archive(|out| {
+        write_entry(out, EntryType::GNULongName, "././@LongLink", NAME, b'a');
+        write_entry(out, EntryType::Regular, "placeholder", 1, b'x');
+    });
+    let sandbox = Sandbox::new();
+    let before = peak_rss();
+    let err = extract(&compressed, &sandbox.root).unwrap_err();
+    let grown = peak_rss() - before;
+    assert!(
+        matches!(
+            err,
+            ExtractError::NameTooLong {
+                what: "name",
+                size: NAME,
+                limit: 4096,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "refusing the archive at its start: an entry's name is 67108864 bytes long, \
+         more than the 4096 a path may have"
+    );
+    assert!(
+        grown < 32 * 1024 * 1024,
+        "the restore grew by {grown} bytes"
+    );
+    sandbox.assert_outside_untouched();
+}
+
+/// A PAX extended header holding `records`.
+fn add_pax(builder: &mut Builder<Vec<u8>>, records: &[u8]) {
+    let mut header = header(EntryType::XHeader, records.len() as u64, 0o644, 0);
+    header.set_cksum();
+    builder.append(&header, records).unwrap();
+}
+
+/// One PAX record, its length counting itself.
+fn pax_record(key: &str, value: &str) -> Vec<u8> {
+    let body = format!(" {key}={value}\n");
+    let mut length = body.len() + 1;
+    while format!("{length}{body}").len() != length {
+        length += 1;
+    }
+    format!("{length}{body}").into_bytes()
+}
+
+#[test]
+fn refuses_pax_paths_over_path_max_and_oversized_pax_headers() {
+    let sandbox = Sandbox::new();
+    let long = "p/".repeat(5000);
+    let err = extract(
+        &archive(|builder| {
+            add_file(builder, "first", 0o644, b"1");
+            add_pax(builder, &pax_record("path", &long));
+            add_file(builder, "placeholder", 0o644, b"x");
+        }),
+        &sandbox.root,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ExtractError::NameTooLong {
+                what: "name",
+                size: 10_000,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("refusing the archive after \"first\""),
+        "{err}"
+    );
+    let err = extract(
+        &archive(|builder| {
+            add_pax(builder, &pax_record("comment", &"c".repeat(1024 * 1024)));
+            add_file(builder, "placeholder", 0o644, b"x");
+        }),
+        &sandbox.root,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ExtractError::HeaderTooLarge {
+                what: "PAX header",
+                limit: 65_536,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // A PAX path under the limit is restored.
+    let fine = format!("{}file", "q/".repeat(1000));
+    extract(
+        &archive(|builder| {
+            add_pax(builder, &pax_record("path", &fine));
+            add_file(builder, "placeholder", 0o644, b"x");
+        }),
+        &sandbox.root,
+    )
+    .unwrap();
+    assert_eq!(std::fs::read(sandbox.root.join(&fine)).unwrap(), b"x");
+}
+
+#[test]
+fn shortens_long_names_in_messages() {
+    let sandbox = Sandbox::new();
+    let name = format!("../{}", "n".repeat(3000));
+    let err = extract(
+        &archive(|builder| {
+            let mut header = header(EntryType::Regular, 1, 0o644, 0);
+            builder.append_data(&mut header, "x", &b"x"[..]).unwrap();
+            add_pax(builder, &pax_record("path", &name));
+            add_file(builder, "placeholder", 0o644, b"x");
+        }),
+        &sandbox.root,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.len() < 400, "{} bytes: {err}", err.len());
+    assert!(err.ends_with(r#"…": it has a ".." component"#), "{err}");
+}
+
+#[test]
+fn a_million_repeated_directory_entries_keep_memory_flat() {
+    let _serial = MEMORY_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    const REPEATS: u32 = 1_000_000;
+    let compressed = streamed_archive(|out| {
+        for n in 0..REPEATS {
+            let mut dir = header(EntryType::Directory, 0, 0o750, 1_500_000_000 + u64::from(n));
+            dir.as_old_mut().name[..5].copy_from_slice(b"same/");
+            dir.set_cksum();
+            out.write_all(dir.as_bytes()).unwrap();
+            if n == 10 {
+                let mut file = header(EntryType::Regular, 1, 0o644, 0);
+                file.as_old_mut().name[..9].copy_from_slice(b"same/file");
+                file.set_cksum();
+                out.write_all(file.as_bytes()).unwrap();
+                out.write_all(&[b'f'; 512]).unwrap();
+            }
+        }
+        // The last entry for the directory wins.
+        let mut last = header(EntryType::Directory, 0, 0o700, 1_234_567_890);
+        last.as_old_mut().name[..5].copy_from_slice(b"same/");
+        last.set_cksum();
+        out.write_all(last.as_bytes()).unwrap();
+    });
+    let sandbox = Sandbox::new();
+    let before = peak_rss();
+    let summary = extract(&compressed, &sandbox.root).unwrap();
+    let grown = peak_rss() - before;
+    assert_eq!(summary.entries, u64::from(REPEATS) + 2);
+    assert!(
+        grown < 48 * 1024 * 1024,
+        "the restore grew by {grown} bytes"
+    );
+    let meta = sandbox.root.join("same").metadata().unwrap();
+    assert_eq!((meta.mode() & 0o7777, meta.mtime()), (0o700, 1_234_567_890));
+    assert_eq!(std::fs::read(sandbox.root.join("same/file")).unwrap(), b"f");
+}
+
+#[test]
+fn directories_wait_only_along_the_current_path() {
+    let sandbox = Sandbox::new();
+    let root = File::open(&sandbox.root).unwrap();
+    let mut dirs = DirCache::new(OwnedFd::from(root), None);
+    let mut pending = PendingDirs::default();
+    let parts = |path: &str| -> Vec<CString> {
+        path.split('/')
+            .map(|part| CString::new(part).unwrap())
+            .collect()
+    };
+    let mtime = Mtime {
+        secs: 1_400_000_000,
+        nanos: 0,
+    };
+    for path in ["a", "a/b", "a/b", "a/b/c", "a/b", "a/d", "e"] {
+        let parts = parts(path);
+        pending.leave_for(&parts, &mut dirs).unwrap();
+        dirs.open(&parts, Missing::Create).unwrap();
+        pending.wait(&parts, 0o700, mtime);
+        assert!(pending.waiting() <= 3, "{path}: {}", pending.waiting());
+    }
+    // "e" left "a" and everything under it: applied already.
+    assert_eq!(pending.waiting(), 1);
+    let mode = |name: &str| sandbox.root.join(name).metadata().unwrap().mode() & 0o7777;
+    assert_eq!(
+        (mode("a"), mode("a/b/c"), mode("a/d"), mode("e")),
+        (0o700, 0o700, 0o700, 0o755)
+    );
+    pending.finish(&mut dirs).unwrap();
+    assert_eq!(mode("e"), 0o700);
+    assert_eq!(pending.waiting(), 0);
+}
+
+/// Three files of 100,000 bytes.
+fn three_files() -> Vec<u8> {
+    archive(|builder| {
+        for name in ["one", "two", "three"] {
+            add_file(builder, name, 0o644, &[b'z'; 100_000]);
+        }
+    })
+}
+
+#[test]
+fn stops_at_restore_max_bytes() {
+    let sandbox = Sandbox::new();
+    let options = ExtractOptions {
+        max_bytes: Some(250_000),
+        ..ExtractOptions::default()
+    };
+    let err = extract_with(&three_files(), &sandbox.root, &options).unwrap_err();
+    assert!(
+        matches!(err, ExtractError::TooLarge { limit: 250_000 }),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "the archive holds more than the 250000 bytes of file content a restore may write \
+         (system.backups.restore_max_bytes)"
+    );
+    // Nothing past the limit was written.
+    let written: u64 = ["one", "two", "three"]
+        .iter()
+        .filter_map(|name| sandbox.root.join(name).metadata().ok())
+        .map(|meta| meta.len())
+        .sum();
+    assert!(written <= 250_000, "{written}");
+    // An archive of exactly the limit is restored.
+    let options = ExtractOptions {
+        max_bytes: Some(300_000),
+        ..ExtractOptions::default()
+    };
+    let summary = extract_with(&three_files(), &Sandbox::new().root, &options).unwrap();
+    assert_eq!(summary.bytes, 300_000);
+}
+
+/// Bytes of the regular files under `dir`.
+fn bytes_under(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let meta = entry.path().symlink_metadata().unwrap();
+            if meta.is_dir() {
+                bytes_under(&entry.path())
+            } else {
+                meta.len()
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn stops_before_the_disk_is_full() {
+    const TOTAL: u64 = 10 * 1024 * 1024 * 1024;
+    const FREE_ABOVE_RESERVE: u64 = 8 * 1024 * 1024;
+    let sandbox = Sandbox::new();
+    let reserve = budget::reserve_for(TOTAL);
+    assert_eq!(reserve, 256 * 1024 * 1024);
+    // A disk with 8 MiB above the reserve when the restore starts, filled by what it writes.
+    let root = sandbox.root.clone();
+    let options = ExtractOptions {
+        space: SpaceProbe(std::sync::Arc::new(move |_| {
+            Ok(FsSpace {
+                available: reserve + FREE_ABOVE_RESERVE - bytes_under(&root),
+                total: TOTAL,
+            })
+        })),
+        ..ExtractOptions::default()
+    };
+    let compressed = archive(|builder| {
+        for n in 0..4 {
+            add_file(
+                builder,
+                &format!("dir/big-{n}"),
+                0o644,
+                &vec![b'b'; 4 * 1024 * 1024],
+            );
+        }
+    });
+    let err = extract_with(&compressed, &sandbox.root, &options).unwrap_err();
+    match err {
+        ExtractError::DiskFull {
+            available,
+            reserve: kept,
+        } => {
+            assert_eq!(kept, reserve);
+            assert!(available > reserve, "{available}");
+        }
+        other => panic!("{other}"),
+    }
+    assert!(bytes_under(&sandbox.root) < FREE_ABOVE_RESERVE);
+    // Without the probe's limit the same archive fits.
+    extract(&compressed, &Sandbox::new().root).unwrap();
+}
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status();
+        match status {
+            Ok(status) if status.success() => Some(Self { dir }),
+            other => {
+                eprintln!("SKIPPED: cannot mount a tmpfs ({other:?}); the real disk-full test did not run");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn stops_before_a_real_small_disk_is_full() {
+    let Some(tmpfs) = Tmpfs::mount("8m") else {
+        return;
+    };
+    let root = tmpfs.dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let compressed = archive(|builder| {
+        for n in 0..6 {
+            add_file(
+                builder,
+                &format!("big-{n}"),
+                0o644,
+                &vec![7; 2 * 1024 * 1024],
+            );
+        }
+    });
+    let err = extract(&compressed, &root).unwrap_err();
+    let reserve = budget::reserve_for(8 * 1024 * 1024);
+    assert!(
+        matches!(err, ExtractError::DiskFull { reserve: kept, .. } if kept == reserve),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("the server's disk is nearly full: "),
+        "{err}"
+    );
+}
+
+/// A 64 MiB file with a few bytes at its start, middle and end, the rest holes.
+fn make_sparse(path: &Path) {
+    let file = File::create(path).unwrap();
+    file.set_len(64 * 1024 * 1024).unwrap();
+    for (offset, bytes) in [
+        (0, &b"start"[..]),
+        (32 << 20, b"middle"),
+        ((64 << 20) - 3, b"end"),
+    ] {
+        std::os::unix::fs::FileExt::write_all_at(&file, bytes, offset).unwrap();
+    }
+}
+
+fn sparse_round_trip(args: &[&str]) {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    make_sparse(&src.join("world.img"));
+    let archive_path = tmp.path().join("sparse.tar.gz");
+    let status = Command::new("tar")
+        .args(args)
+        .arg("-czf")
+        .arg(&archive_path)
+        .arg("-C")
+        .arg(&src)
+        .arg("world.img")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let sandbox = Sandbox::new();
+    let summary = extract_archive(
+        File::open(&archive_path).unwrap(),
+        &sandbox.root,
+        &ExtractOptions::default(),
+        &ExtractProgress::default(),
+        &mut |_| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let restored = sandbox.root.join("world.img");
+    let meta = restored.metadata().unwrap();
+    assert_eq!(meta.len(), 64 * 1024 * 1024);
+    assert!(
+        meta.blocks() * 512 < 1024 * 1024,
+        "{} blocks allocated",
+        meta.blocks()
+    );
+    assert!(
+        summary.bytes < 1024 * 1024,
+        "{} bytes written",
+        summary.bytes
+    );
+    let (mut ours, mut theirs) = (
+        File::open(&restored).unwrap(),
+        File::open(src.join("world.img")).unwrap(),
+    );
+    let (mut a, mut b) = (vec![0; 1 << 20], vec![0; 1 << 20]);
+    for _ in 0..64 {
+        ours.read_exact(&mut a).unwrap();
+        theirs.read_exact(&mut b).unwrap();
+        assert!(a == b);
+    }
+}
+
+#[test]
+fn restores_gnu_sparse_files_with_their_holes() {
+    sparse_round_trip(&["--format=gnu", "--sparse"]);
+}
+
+#[test]
+fn restores_pax_sparse_files_with_their_holes() {
+    for version in ["0.0", "0.1", "1.0"] {
+        sparse_round_trip(&[
+            "--format=pax",
+            "--sparse",
+            &format!("--sparse-version={version}"),
+        ]);
+    }
+}
+
+#[test]
+fn a_tree_deeper_than_path_max_fails_cleanly() {
+    const DEPTH: usize = 20_000;
+    let compressed = {
+        let encoder = GzEncoder::new(Vec::new(), Compression::fast());
+        let mut builder = Builder::new(encoder);
+        let mut path = String::new();
+        for _ in 0..DEPTH {
+            path.push_str("d/");
+            let mut dir = header(EntryType::Directory, 0, 0o755, 1_500_000_000);
+            builder.append_data(&mut dir, &path, io::empty()).unwrap();
+        }
+        builder.into_inner().unwrap().finish().unwrap()
+    };
+    let sandbox = Sandbox::new();
+    let err = extract(&compressed, &sandbox.root).unwrap_err();
+    // The first name over PATH_MAX: 2048 levels of "d/" make 4096 bytes, and the GNU long
+    // name block counts a NUL.
+    assert!(
+        matches!(
+            err,
+            ExtractError::NameTooLong {
+                what: "name",
+                size: 4097,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // The levels before it were restored (walked by descriptor: their path is too long
+    // for a system call).
+    let mut dirs = DirCache::new(OwnedFd::from(File::open(&sandbox.root).unwrap()), None);
+    let d = CString::new("d").unwrap();
+    assert!(dirs.open(&vec![d.clone(); 2047], Missing::Fail).is_ok());
+    assert!(dirs.open(&vec![d; 2048], Missing::Fail).is_err());
+    sandbox.assert_outside_untouched();
+}
+
+#[test]
+fn restores_a_tree_two_thousand_levels_deep() {
+    let compressed = archive(|builder| {
+        let mut path = String::new();
+        for _ in 0..2000 {
+            path.push_str("d/");
+            let mut dir = header(EntryType::Directory, 0, 0o700, 1_400_000_000);
+            builder.append_data(&mut dir, &path, io::empty()).unwrap();
+        }
+        add_file(builder, &format!("{path}leaf"), 0o644, b"leaf");
+    });
+    let sandbox = Sandbox::new();
+    extract(&compressed, &sandbox.root).unwrap();
+    let deepest = sandbox.root.join("d/".repeat(2000));
+    assert_eq!(std::fs::read(deepest.join("leaf")).unwrap(), b"leaf");
+    for depth in [1, 1000, 2000] {
+        let meta = sandbox.root.join("d/".repeat(depth)).metadata().unwrap();
+        assert_eq!(
+            (meta.mode() & 0o7777, meta.mtime()),
+            (0o700, 1_400_000_000),
+            "{depth}"
+        );
+    }
+}
