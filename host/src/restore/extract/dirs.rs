@@ -125,6 +125,13 @@ impl DirCache {
             .zip(parts)
             .take_while(|(cached, part)| cached == part)
             .count();
+        if parts.is_empty() {
+            return Ok(self.root.as_fd());
+        }
+        if common == parts.len() && common > self.first {
+            // An ancestor of the last path (or that path): open already, keep its children.
+            return Ok(self.open[common - self.first - 1].as_fd());
+        }
         let start = if common > self.first {
             // The common prefix ends inside the cached window: keep it.
             self.open.truncate(common - self.first);

@@ -918,25 +918,27 @@ fn shortens_long_names_in_messages() {
 fn a_million_repeated_directory_entries_keep_memory_flat() {
     let _serial = MEMORY_TESTS.lock().unwrap_or_else(|e| e.into_inner());
     const REPEATS: u32 = 1_000_000;
+    let entry = |mode, mtime| {
+        let mut dir = header(EntryType::Directory, 0, mode, mtime);
+        dir.as_old_mut().name[..5].copy_from_slice(b"same/");
+        dir.set_cksum();
+        dir
+    };
     let compressed = streamed_archive(|out| {
+        let repeated = entry(0o750, 1_500_000_000);
+        let mut file = header(EntryType::Regular, 1, 0o644, 0);
+        file.as_old_mut().name[..9].copy_from_slice(b"same/file");
+        file.set_cksum();
         for n in 0..REPEATS {
-            let mut dir = header(EntryType::Directory, 0, 0o750, 1_500_000_000 + u64::from(n));
-            dir.as_old_mut().name[..5].copy_from_slice(b"same/");
-            dir.set_cksum();
-            out.write_all(dir.as_bytes()).unwrap();
+            out.write_all(repeated.as_bytes()).unwrap();
             if n == 10 {
-                let mut file = header(EntryType::Regular, 1, 0o644, 0);
-                file.as_old_mut().name[..9].copy_from_slice(b"same/file");
-                file.set_cksum();
                 out.write_all(file.as_bytes()).unwrap();
                 out.write_all(&[b'f'; 512]).unwrap();
             }
         }
         // The last entry for the directory wins.
-        let mut last = header(EntryType::Directory, 0, 0o700, 1_234_567_890);
-        last.as_old_mut().name[..5].copy_from_slice(b"same/");
-        last.set_cksum();
-        out.write_all(last.as_bytes()).unwrap();
+        out.write_all(entry(0o700, 1_234_567_890).as_bytes())
+            .unwrap();
     });
     let sandbox = Sandbox::new();
     let before = peak_rss();
