@@ -11,11 +11,11 @@ use super::ExtractError;
 
 /// Space kept free on the server's filesystem, at least: a full disk stops the game server
 /// and every other on the node, so a restore leaves this much (or [`RESERVE_PERCENT`]).
-pub const MIN_RESERVE_BYTES: u64 = 256 * 1024 * 1024;
+const MIN_RESERVE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// ...or this share of the filesystem, when more: ext4 itself reserves 5% for root, which
 /// the daemon (root) may use; 1% keeps room for logs and the game's own writes.
-pub const RESERVE_PERCENT: u64 = 1;
+const RESERVE_PERCENT: u64 = 1;
 
 /// ...but never more than this share of a small filesystem (a test mount, a tiny VM), which
 /// could otherwise take no restore at all.
@@ -65,7 +65,7 @@ impl fmt::Debug for SpaceProbe {
 }
 
 /// Space kept free on a filesystem of `total` bytes.
-pub fn reserve_for(total: u64) -> u64 {
+pub(super) fn reserve_for(total: u64) -> u64 {
     (total / 100 * RESERVE_PERCENT)
         .max(MIN_RESERVE_BYTES)
         .min(total / 100 * MAX_RESERVE_PERCENT)
