@@ -196,6 +196,9 @@ pub struct Backups {
     /// loopback or private (later Wings' key).
     #[serde(default)]
     pub restore_host_allowlist: Vec<String>,
+    /// Most bytes of file content one restore may write; 0 or unset means no limit.
+    #[serde(default)]
+    pub restore_max_bytes: Option<u64>,
 }
 
 /// Wings' three compression settings.
@@ -322,6 +325,14 @@ impl Config {
     /// The owner (uid, gid) of restored files, if configured.
     pub fn restore_owner(&self) -> Option<(u32, u32)> {
         self.system.user.uid.zip(self.system.user.gid)
+    }
+
+    /// The most bytes of file content a restore may write, if limited.
+    pub fn restore_max_bytes(&self) -> Option<u64> {
+        self.system
+            .backups
+            .restore_max_bytes
+            .filter(|&bytes| bytes > 0)
     }
 
     /// The write limit in bytes per second, if any (`backups.write_limit` wins over the older

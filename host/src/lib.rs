@@ -96,6 +96,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         RestoreSettings {
             read_limit: config.write_limit_bytes(),
             owner: config.restore_owner(),
+            max_bytes: config.restore_max_bytes(),
             fetch_policy: FetchPolicy {
                 allowlist,
                 ..FetchPolicy::default()

@@ -65,6 +65,8 @@ pub struct RestoreSettings {
     pub read_limit: Option<u64>,
     /// Owner of restored files.
     pub owner: Option<(u32, u32)>,
+    /// Most bytes of file content one restore may write (`system.backups.restore_max_bytes`).
+    pub max_bytes: Option<u64>,
     /// What a `download_url` may reach.
     pub fetch_policy: FetchPolicy,
 }
@@ -269,6 +271,8 @@ impl Restores {
         };
         let options = ExtractOptions {
             owner: self.settings.owner,
+            max_bytes: self.settings.max_bytes,
+            ..ExtractOptions::default()
         };
         let mut console = ConsoleLines::new(self.events.as_ref(), server);
         let summary = extract::extract_archive(

@@ -1,0 +1,803 @@
+//! Restoring a backup: streaming gunzip + untar of an archive into a server's root
+//! directory, treating the archive as hostile until each entry has been checked.
+//!
+//! Why this exists rather than `tar::Entry::unpack_in` or Wings' extractor: a restore's
+//! archive may come from anywhere (a `download_url`, an archive copied over from another
+//! node), the daemon runs as root, and the server directory itself is written by the game
+//! server. `unpack_in` follows symlinks in parent directories in some versions, and Wings
+//! turns directory and link entries into empty regular files. The rules, all enforced here:
+//!
+//! - **Paths** are relative: an absolute path or a `..` component fails the restore; empty
+//!   and `.` components are dropped; an entry naming the root itself (GNU tar's `./`) is
+//!   skipped, since the root's mode and owner belong to the daemon.
+//! - **Nothing is written through a symlink.** Every parent directory is opened relative to
+//!   the previous one with `O_DIRECTORY | O_NOFOLLOW` (an `openat` walk from the root's
+//!   descriptor), so a symlink among the parents, whether it was already in the server
+//!   directory or an earlier entry made it, fails the restore with an error naming the
+//!   entry and the link. As every step is taken on a descriptor, a symlink swapped in by a
+//!   running process between a check and a write cannot redirect anything (no
+//!   time-of-check/time-of-use race). Missing parents are created with mode 0755.
+//! - **The final component** is created with `O_CREAT | O_EXCL | O_NOFOLLOW` (or
+//!   `symlinkat`, `linkat`, `mkdirat`, which never follow it either). Whatever non-directory
+//!   is already there (a file, a symlink, a FIFO) is unlinked and replaced, never written
+//!   through nor truncated in place, so a symlink to `/etc/shadow` is replaced by the
+//!   restored file and a file hard-linked elsewhere keeps its old content there. A directory
+//!   where a non-directory should go fails the restore.
+//! - **Symlinks** are created as they are, whatever their target (absolute and `..` targets
+//!   included): they are never followed here, only writing through them is refused.
+//! - **Hard links** must name a target inside the root, resolved by the same rules (no
+//!   absolute path, no `..`, no symlink among its parents), that exists already; `linkat` is
+//!   called without `AT_SYMLINK_FOLLOW`, so a link to a symlink links the symlink itself.
+//! - **Modes**: permission bits and the sticky bit are restored; setuid and setgid are
+//!   dropped, so that an archive cannot plant a setuid-root program on the node. A game
+//!   server never needs them.
+//! - **Ownership**: the archive's uid/gid are ignored. With [`ExtractOptions::owner`] set,
+//!   everything the restore creates (and every directory entry it is given) is chowned to
+//!   it, symlinks included (`AT_SYMLINK_NOFOLLOW`); otherwise it belongs to the daemon.
+//! - **Mtimes** are restored on files, symlinks and directories, with the nanoseconds of a
+//!   PAX `mtime` record when there is one. A directory's mode and mtime are applied when
+//!   the archive leaves it (see [`dirs::PendingDirs`]).
+//! - **Sparse files** (GNU `S` entries, PAX `GNU.sparse.*`) are restored with their holes:
+//!   only their data regions are written, the file's length is set at the end.
+//! - **Other entry types** (devices, FIFOs, ...) are skipped with a warning; PAX global
+//!   headers are ignored.
+//! - **Bounded**: names and link targets over `PATH_MAX`, PAX headers over 64 KiB and sparse
+//!   maps over 64 Ki extents are refused before they are read (see [`tar_stream`]); names
+//!   in messages and logs are shortened. File contents go through one fixed buffer, the
+//!   directories waiting for their mode are those of one path, so memory stays flat
+//!   whatever the archive holds; descriptors are bounded by [`dirs::MAX_CACHED_DIRS`] and
+//!   nothing recurses, whatever the tree's depth.
+//! - **Disk**: file content counts against [`ExtractOptions::max_bytes`], and the free space
+//!   of the root's filesystem is looked at as the restore goes (see [`budget`]): the restore
+//!   stops with [`ExtractError::TooLarge`] or [`ExtractError::DiskFull`] before either is
+//!   passed.
+//! - **Streaming**: `cancelled` is checked between entries and every few MiB. After the
+//!   last entry the rest of the stream is read, so that every gzip member's CRC is verified
+//!   and a corrupt or truncated archive fails the restore.
+
+mod budget;
+mod dirs;
+mod sys;
+mod tar_stream;
+
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+
+use flate2::read::MultiGzDecoder;
+
+use budget::{Budget, ENTRY_SPACE_BYTES};
+pub use budget::{FsSpace, SpaceProbe};
+use dirs::{DirCache, Missing, PendingDirs};
+use sys::{
+    chmod_fd, chown_at_nofollow, chown_fd, linkat, lstat_at, openat, set_times_at_nofollow,
+    set_times_fd, symlinkat, unlinkat,
+};
+use tar_stream::{Entry, StreamError, TarReader};
+
+/// Mode bits restored from the archive: permissions and sticky, without setuid and setgid.
+const KEPT_MODE_BITS: u32 = 0o1777;
+
+/// Size of the one buffer file contents are copied through.
+const COPY_BUFFER_BYTES: usize = 256 * 1024;
+
+/// How many bytes are copied between two looks at the cancel flag.
+const CANCEL_CHECK_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Decompressed bytes per chunk handed from the inflating thread to the unpacking one...
+const INFLATED_CHUNK_BYTES: usize = 1024 * 1024;
+/// ...and how many chunks it may run ahead: memory stays bounded.
+const INFLATED_CHUNKS_AHEAD: usize = 4;
+
+/// Longest part of an entry's name put in a message or a log line, in characters: enough
+/// to recognise it, short enough that a hostile name cannot flood the log.
+const SHOWN_NAME_CHARS: usize = 200;
+
+/// How an archive is restored.
+#[derive(Debug, Clone, Default)]
+pub struct ExtractOptions {
+    /// `(uid, gid)` given to everything the restore creates, when set (`system.user`).
+    pub owner: Option<(u32, u32)>,
+    /// Most bytes of file content the restore may write (`system.backups.restore_max_bytes`);
+    /// `None` for no limit.
+    pub max_bytes: Option<u64>,
+    /// How the free space of the server's filesystem is asked (`fstatvfs` by default).
+    pub space: SpaceProbe,
+}
+
+/// How far a running restore has come; shared with whoever reports it.
+#[derive(Debug, Default)]
+pub struct ExtractProgress {
+    /// Entries restored so far.
+    pub entries: AtomicU64,
+    /// Bytes of file content written so far (uncompressed).
+    pub bytes: AtomicU64,
+}
+
+/// What a finished restore did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExtractSummary {
+    /// Entries restored: directories, files, symlinks and hard links.
+    pub entries: u64,
+    /// Bytes of file content written (uncompressed; a sparse file's holes are not written).
+    pub bytes: u64,
+    /// Entries skipped because their type is not restored (devices, FIFOs, ...).
+    pub skipped: u64,
+}
+
+/// Why a restore stopped. Whatever was restored before the error stays in place.
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    /// The cancel flag was raised.
+    #[error("restore cancelled")]
+    Cancelled,
+    /// The server directory could not be opened.
+    #[error("cannot open the server directory {}: {source}", root.display())]
+    Root {
+        /// The server directory.
+        root: PathBuf,
+        /// What opening it said.
+        source: io::Error,
+    },
+    /// The compressed stream or the tar stream is corrupt, truncated or unreadable.
+    #[error("cannot read the archive {place}: {source}")]
+    Archive {
+        /// Where in the archive, e.g. `in "a/b.txt"` or `after "a/b.txt"`.
+        place: String,
+        /// What reading it said.
+        source: io::Error,
+    },
+    /// An entry's name or link target is longer than `PATH_MAX`.
+    #[error("refusing the archive {place}: an entry's {what} is {size} bytes long, more than the {limit} a path may have")]
+    NameTooLong {
+        /// Where in the archive, as for [`ExtractError::Archive`].
+        place: String,
+        /// `name` or `link target`.
+        what: &'static str,
+        /// Its length in bytes.
+        size: u64,
+        /// The longest accepted.
+        limit: u64,
+    },
+    /// A PAX header or a sparse map is larger than any archive needs.
+    #[error(
+        "refusing the archive {place}: a {what} of {size} is larger than the {limit} accepted"
+    )]
+    HeaderTooLarge {
+        /// Where in the archive, as for [`ExtractError::Archive`].
+        place: String,
+        /// `PAX header` (bytes) or `sparse map` (extents).
+        what: &'static str,
+        /// Its size.
+        size: u64,
+        /// The largest accepted.
+        limit: u64,
+    },
+    /// The archive holds more file content than `system.backups.restore_max_bytes`.
+    #[error("the archive holds more than the {limit} bytes of file content a restore may write (system.backups.restore_max_bytes)")]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// The server's filesystem is about to run out of space.
+    #[error("the server's disk is nearly full: {available} bytes free, {reserve} of which are kept free")]
+    DiskFull {
+        /// Bytes free on the filesystem when the restore stopped.
+        available: u64,
+        /// Bytes a restore leaves free.
+        reserve: u64,
+    },
+    /// The free space of the server's filesystem could not be read.
+    #[error("cannot read the free space of the server's disk: {0}")]
+    SpaceUnknown(io::Error),
+    /// An entry breaks a rule of the module documentation: the archive is refused.
+    #[error("refusing {entry:?}: {reason}")]
+    Refused {
+        /// The entry's path as the archive has it (shortened).
+        entry: String,
+        /// Which rule it breaks.
+        reason: String,
+    },
+    /// Writing an entry into the server directory failed.
+    #[error("cannot restore {entry:?}: {action}: {source}")]
+    Io {
+        /// The entry's path as the archive has it (shortened).
+        entry: String,
+        /// What was being done.
+        action: String,
+        /// What the system said.
+        source: io::Error,
+    },
+}
+
+/// Restores the gzipped tar stream `compressed` (one gzip member or several) into `root`,
+/// following the rules of the module documentation. `on_entry` is called with each
+/// restored entry's path relative to `root` before it is written; `progress` is updated as
+/// the restore goes.
+pub fn extract_archive<R: Read + Send>(
+    compressed: R,
+    root: &Path,
+    options: &ExtractOptions,
+    progress: &ExtractProgress,
+    on_entry: &mut dyn FnMut(&Path),
+    cancelled: &AtomicBool,
+) -> Result<ExtractSummary, ExtractError> {
+    let root_fd = File::open(root)
+        .and_then(|file| {
+            if file.metadata()?.is_dir() {
+                Ok(OwnedFd::from(file))
+            } else {
+                Err(io::Error::from_raw_os_error(libc::ENOTDIR))
+            }
+        })
+        .map_err(|source| ExtractError::Root {
+            root: root.to_path_buf(),
+            source,
+        })?;
+    let mut extractor = Extractor {
+        dirs: DirCache::new(root_fd, options.owner),
+        owner: options.owner,
+        progress,
+        cancelled,
+        pending: PendingDirs::default(),
+        budget: Budget::new(options.max_bytes, options.space.clone()),
+        summary: ExtractSummary::default(),
+        buffer: vec![0; COPY_BUFFER_BYTES],
+    };
+    // Inflating and unpacking overlap: one thread gunzips while this one writes files, so
+    // a restore takes about the longer of the two rather than their sum.
+    std::thread::scope(|scope| {
+        let (chunks, inflated) = mpsc::sync_channel(INFLATED_CHUNKS_AHEAD);
+        scope.spawn(move || inflate(compressed, chunks));
+        let reader = InflatedReader {
+            chunks: inflated,
+            chunk: Vec::new(),
+            at: 0,
+        };
+        unpack(reader, &mut extractor, on_entry, cancelled)
+    })?;
+    Ok(extractor.summary)
+}
+
+/// Gunzips `compressed` into chunks sent to the unpacking thread; stops early when that
+/// thread has gone (the restore failed).
+fn inflate<R: Read>(compressed: R, chunks: SyncSender<io::Result<Vec<u8>>>) {
+    let mut decoder = MultiGzDecoder::new(compressed);
+    loop {
+        let mut chunk = vec![0; INFLATED_CHUNK_BYTES];
+        let read = loop {
+            match decoder.read(&mut chunk) {
+                Err(err) if err.kind() == ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        let message = match read {
+            Ok(0) => return,
+            Ok(n) => {
+                chunk.truncate(n);
+                Ok(chunk)
+            }
+            Err(err) => Err(err),
+        };
+        let failed = message.is_err();
+        if chunks.send(message).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// The decompressed stream, read from the inflating thread's chunks.
+struct InflatedReader {
+    chunks: Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl Read for InflatedReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.chunks.recv() {
+                Ok(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.at = 0;
+                }
+                Ok(Err(err)) => return Err(err),
+                // The inflating thread ended without error: the end of the stream.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Unpacks every entry of the decompressed tar stream, then reads the rest of the stream
+/// (so every gzip CRC is checked) and applies the last directory modes and mtimes.
+fn unpack(
+    reader: InflatedReader,
+    extractor: &mut Extractor<'_>,
+    on_entry: &mut dyn FnMut(&Path),
+    cancelled: &AtomicBool,
+) -> Result<(), ExtractError> {
+    let mut archive = TarReader::new(reader);
+    let mut last: Option<String> = None;
+    loop {
+        check_cancelled(cancelled)?;
+        let entry = match archive.next_entry() {
+            Ok(Some(entry)) => entry,
+            Ok(None) => break,
+            Err(err) => return Err(stream_error(err, &last)),
+        };
+        last = Some(extractor.restore_entry(entry, &mut archive, on_entry)?);
+    }
+    extractor.drain(archive.into_inner())?;
+    extractor.pending.finish(&mut extractor.dirs)
+}
+
+/// Where in the archive an error after `last` happened.
+fn place_after(last: &Option<String>) -> String {
+    match last {
+        Some(name) => format!("after {name:?}"),
+        None => "at its start".to_owned(),
+    }
+}
+
+fn stream_error(err: StreamError, last: &Option<String>) -> ExtractError {
+    let place = place_after(last);
+    match err {
+        StreamError::Io(source) => ExtractError::Archive { place, source },
+        StreamError::Oversized { what, size, limit }
+            if what.ends_with("name") || what.starts_with("link") =>
+        {
+            ExtractError::NameTooLong {
+                place,
+                what,
+                size,
+                limit,
+            }
+        }
+        StreamError::Oversized { what, size, limit } => ExtractError::HeaderTooLarge {
+            place,
+            what,
+            size,
+            limit,
+        },
+    }
+}
+
+fn check_cancelled(cancelled: &AtomicBool) -> Result<(), ExtractError> {
+    if cancelled.load(Ordering::Relaxed) {
+        Err(ExtractError::Cancelled)
+    } else {
+        Ok(())
+    }
+}
+
+/// `name` as shown in messages and logs: lossy UTF-8, at most [`SHOWN_NAME_CHARS`]
+/// characters (a hostile archive's names may be 4 KiB of anything).
+fn shown(name: &[u8]) -> String {
+    let text = String::from_utf8_lossy(name);
+    match text.char_indices().nth(SHOWN_NAME_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.into_owned(),
+    }
+}
+
+/// A modification time.
+#[derive(Debug, Clone, Copy)]
+struct Mtime {
+    secs: i64,
+    nanos: u32,
+}
+
+impl Mtime {
+    /// Access and modification times for `futimens`/`utimensat`: both set to the mtime.
+    fn timespecs(self) -> [libc::timespec; 2] {
+        let spec = libc::timespec {
+            tv_sec: self.secs as libc::time_t,
+            tv_nsec: self.nanos.into(),
+        };
+        [spec, spec]
+    }
+}
+
+struct Extractor<'a> {
+    dirs: DirCache,
+    owner: Option<(u32, u32)>,
+    progress: &'a ExtractProgress,
+    cancelled: &'a AtomicBool,
+    pending: PendingDirs,
+    budget: Budget,
+    summary: ExtractSummary,
+    buffer: Vec<u8>,
+}
+
+impl Extractor<'_> {
+    /// Restores one entry and returns its name as shown in messages.
+    fn restore_entry<R: Read>(
+        &mut self,
+        entry: Entry,
+        archive: &mut TarReader<R>,
+        on_entry: &mut dyn FnMut(&Path),
+    ) -> Result<String, ExtractError> {
+        let name = shown(&entry.path);
+        let kind = entry.header.entry_type();
+        let parts = split_relative(&entry.path).map_err(|reason| refused(&name, reason))?;
+        // Old archives mark directories with a trailing slash on a regular entry.
+        let is_dir = kind.is_dir() || (kind.is_file() && entry.path.ends_with(b"/"));
+        if parts.is_empty() {
+            if is_dir {
+                return Ok(name);
+            }
+            return Err(refused(&name, "it names the server directory itself"));
+        }
+        let restored = is_dir
+            || matches!(
+                kind,
+                tar::EntryType::Regular
+                    | tar::EntryType::Continuous
+                    | tar::EntryType::GNUSparse
+                    | tar::EntryType::Symlink
+                    | tar::EntryType::Link
+            );
+        if !restored {
+            tracing::warn!(entry = %name, kind = ?kind, "skipping an entry of a type a restore does not create");
+            self.summary.skipped += 1;
+            return Ok(name);
+        }
+        self.budget
+            .charge_space(self.dirs.root(), ENTRY_SPACE_BYTES)?;
+        self.pending.leave_for(&parts, &mut self.dirs)?;
+        let relative: PathBuf = parts
+            .iter()
+            .map(|part| Path::new(std::ffi::OsStr::from_bytes(part.to_bytes())))
+            .collect();
+        on_entry(&relative);
+        let mode = entry
+            .header
+            .mode()
+            .map_err(|source| archive_error(&name, source))?
+            & KEPT_MODE_BITS;
+        let mtime = match entry.pax_mtime {
+            Some(mtime) => mtime,
+            None => {
+                let secs = entry
+                    .header
+                    .mtime()
+                    .map_err(|source| archive_error(&name, source))?;
+                Mtime {
+                    secs: i64::try_from(secs).unwrap_or(i64::MAX),
+                    nanos: 0,
+                }
+            }
+        };
+        if is_dir {
+            self.restore_dir(&name, &parts, mode, mtime)?;
+        } else if kind.is_symlink() {
+            self.restore_symlink(&name, &parts, link_target(&entry, &name)?, mtime)?;
+        } else if kind.is_hard_link() {
+            self.restore_hard_link(&name, &parts, &link_target(&entry, &name)?)?;
+        } else {
+            self.restore_file(&name, &parts, &entry, archive, mode, mtime)?;
+        }
+        self.summary.entries += 1;
+        self.progress.entries.fetch_add(1, Ordering::Relaxed);
+        Ok(name)
+    }
+
+    fn restore_dir(
+        &mut self,
+        name: &str,
+        parts: &[CString],
+        mode: u32,
+        mtime: Mtime,
+    ) -> Result<(), ExtractError> {
+        let (last, parents) = parts.split_last().expect("checked non-empty");
+        {
+            let parent = self.dirs.open(parents, Missing::Create).map_err(|err| {
+                err.into_extract_error(name, parents, |prefix| format!("its parent {prefix:?}"))
+            })?;
+            remove_non_directory(parent, last, name, true)?;
+        }
+        let owner = self.owner;
+        let dir = self
+            .dirs
+            .open(parts, Missing::Create)
+            .map_err(|err| err.into_extract_error(name, parts, |prefix| format!("{prefix:?}")))?;
+        chown_fd(dir, owner).map_err(|source| io_error(name, "cannot set its owner", source))?;
+        self.pending.wait(parts, mode, mtime);
+        Ok(())
+    }
+
+    fn restore_file<R: Read>(
+        &mut self,
+        name: &str,
+        parts: &[CString],
+        entry: &Entry,
+        archive: &mut TarReader<R>,
+        mode: u32,
+        mtime: Mtime,
+    ) -> Result<(), ExtractError> {
+        let (last, parents) = parts.split_last().expect("checked non-empty");
+        let file = {
+            let parent = self.dirs.open(parents, Missing::Create).map_err(|err| {
+                err.into_extract_error(name, parents, |prefix| format!("its parent {prefix:?}"))
+            })?;
+            replacing(parent, last, name, "cannot create it", || {
+                openat(
+                    parent,
+                    last,
+                    libc::O_WRONLY
+                        | libc::O_CREAT
+                        | libc::O_EXCL
+                        | libc::O_NOFOLLOW
+                        | libc::O_CLOEXEC,
+                    0o600,
+                )
+            })?
+        };
+        let mut file = File::from(file);
+        let mut data = archive.data();
+        match &entry.sparse {
+            None => self.copy_content(&mut data, &mut file, name, entry.size)?,
+            Some(sparse) => {
+                // Only the data regions are written; what lies between them stays a hole.
+                for extent in &sparse.extents {
+                    file.seek(SeekFrom::Start(extent.offset))
+                        .map_err(|source| io_error(name, "cannot seek in it", source))?;
+                    self.copy_content(&mut data, &mut file, name, extent.length)?;
+                }
+                file.set_len(sparse.real_size)
+                    .map_err(|source| io_error(name, "cannot set its length", source))?;
+            }
+        }
+        // Owner first: a chown may clear mode bits. Times last: writing changes them.
+        chown_fd(file.as_fd(), self.owner)
+            .map_err(|source| io_error(name, "cannot set its owner", source))?;
+        chmod_fd(file.as_fd(), mode)
+            .map_err(|source| io_error(name, "cannot set its mode", source))?;
+        set_times_fd(file.as_fd(), mtime)
+            .map_err(|source| io_error(name, "cannot set its mtime", source))
+    }
+
+    /// Copies `length` bytes of `content` into `file`, within the restore's budget.
+    fn copy_content(
+        &mut self,
+        content: &mut impl Read,
+        file: &mut File,
+        name: &str,
+        length: u64,
+    ) -> Result<(), ExtractError> {
+        let mut written = 0;
+        let mut since_check = 0;
+        while written < length {
+            let wanted = usize::try_from(length - written)
+                .unwrap_or(usize::MAX)
+                .min(self.buffer.len());
+            let read = match content.read(&mut self.buffer[..wanted]) {
+                Ok(0) => {
+                    return Err(archive_error(
+                        name,
+                        io::Error::new(
+                            ErrorKind::UnexpectedEof,
+                            format!(
+                                "the archive ends {} bytes before the end of this entry",
+                                length - written
+                            ),
+                        ),
+                    ))
+                }
+                Ok(read) => read,
+                Err(err) if err.kind() == ErrorKind::Interrupted => continue,
+                Err(err) => return Err(archive_error(name, err)),
+            };
+            self.budget.charge_content(self.dirs.root(), read as u64)?;
+            file.write_all(&self.buffer[..read])
+                .map_err(|source| io_error(name, "cannot write it", source))?;
+            written += read as u64;
+            self.summary.bytes += read as u64;
+            self.progress
+                .bytes
+                .fetch_add(read as u64, Ordering::Relaxed);
+            since_check += read as u64;
+            if since_check >= CANCEL_CHECK_BYTES {
+                since_check = 0;
+                check_cancelled(self.cancelled)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn restore_symlink(
+        &mut self,
+        name: &str,
+        parts: &[CString],
+        target: CString,
+        mtime: Mtime,
+    ) -> Result<(), ExtractError> {
+        let (last, parents) = parts.split_last().expect("checked non-empty");
+        let owner = self.owner;
+        let parent = self.dirs.open(parents, Missing::Create).map_err(|err| {
+            err.into_extract_error(name, parents, |prefix| format!("its parent {prefix:?}"))
+        })?;
+        replacing(parent, last, name, "cannot create it", || {
+            symlinkat(&target, parent, last)
+        })?;
+        // By name, without following: were the link swapped meanwhile, these would touch
+        // whatever is now at that name inside the root, never a symlink's target.
+        chown_at_nofollow(parent, last, owner)
+            .map_err(|source| io_error(name, "cannot set its owner", source))?;
+        set_times_at_nofollow(parent, last, mtime)
+            .map_err(|source| io_error(name, "cannot set its mtime", source))
+    }
+
+    fn restore_hard_link(
+        &mut self,
+        name: &str,
+        parts: &[CString],
+        target: &CStr,
+    ) -> Result<(), ExtractError> {
+        let target_name = shown(target.to_bytes());
+        let target_parts = split_relative(target.to_bytes()).map_err(|reason| {
+            refused(name, format!("its link target {target_name:?}: {reason}"))
+        })?;
+        if target_parts.as_slice() == parts {
+            // A link to itself: the file is already there.
+            return Ok(());
+        }
+        let Some((target_last, target_parents)) = target_parts.split_last() else {
+            return Err(refused(
+                name,
+                "its link target is the server directory itself",
+            ));
+        };
+        let target_dir = self
+            .dirs
+            .open(target_parents, Missing::Fail)
+            .map_err(|err| {
+                err.into_extract_error(name, target_parents, |prefix| {
+                    format!("its link target {target_name:?} is unusable: {prefix:?}")
+                })
+            })?
+            .try_clone_to_owned()
+            .map_err(|source| io_error(name, "cannot open its link target's directory", source))?;
+        let (last, parents) = parts.split_last().expect("checked non-empty");
+        let parent = self.dirs.open(parents, Missing::Create).map_err(|err| {
+            err.into_extract_error(name, parents, |prefix| format!("its parent {prefix:?}"))
+        })?;
+        let action = format!("cannot link it to {target_name:?}");
+        replacing(parent, last, name, &action, || {
+            linkat(target_dir.as_fd(), target_last, parent, last)
+        })
+    }
+
+    /// Reads what follows the last entry (tar padding, further gzip members) so that the
+    /// whole stream, and every gzip CRC, is checked.
+    fn drain(&mut self, mut rest: impl Read) -> Result<(), ExtractError> {
+        let mut since_check = 0;
+        loop {
+            match rest.read(&mut self.buffer) {
+                Ok(0) => return Ok(()),
+                Ok(read) => since_check += read as u64,
+                Err(err) if err.kind() == ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(ExtractError::Archive {
+                        place: "after its last entry".to_owned(),
+                        source,
+                    })
+                }
+            }
+            if since_check >= CANCEL_CHECK_BYTES {
+                since_check = 0;
+                check_cancelled(self.cancelled)?;
+            }
+        }
+    }
+}
+
+/// A symlink's or hard link's target as the archive has it.
+fn link_target(entry: &Entry, name: &str) -> Result<CString, ExtractError> {
+    match &entry.link {
+        Some(target) if !target.is_empty() => CString::new(target.clone())
+            .map_err(|_| refused(name, "its link target has a NUL byte")),
+        _ => Err(refused(name, "it has no link target")),
+    }
+}
+
+/// The components of an entry's path (or a hard link's target), relative to the root.
+fn split_relative(path: &[u8]) -> Result<Vec<CString>, &'static str> {
+    if path.first() == Some(&b'/') {
+        return Err("it is an absolute path");
+    }
+    let mut parts = Vec::new();
+    for part in path.split(|&byte| byte == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => return Err("it has a \"..\" component"),
+            _ => parts.push(CString::new(part).map_err(|_| "it has a NUL byte")?),
+        }
+    }
+    if parts.is_empty() && path.is_empty() {
+        return Err("it has an empty path");
+    }
+    Ok(parts)
+}
+
+fn refused(entry: &str, reason: impl Into<String>) -> ExtractError {
+    ExtractError::Refused {
+        entry: shown(entry.as_bytes()),
+        reason: reason.into(),
+    }
+}
+
+fn io_error(entry: &str, action: &str, source: io::Error) -> ExtractError {
+    ExtractError::Io {
+        entry: shown(entry.as_bytes()),
+        action: action.to_owned(),
+        source,
+    }
+}
+
+fn archive_error(entry: &str, source: io::Error) -> ExtractError {
+    ExtractError::Archive {
+        place: format!("in {entry:?}"),
+        source,
+    }
+}
+
+/// Runs `create` for a name in `dir`; if the name is taken by a non-directory, unlinks that
+/// and runs `create` once more. `create` must fail with `EEXIST` rather than follow or
+/// reuse what is there; its errors are reported as `action`.
+fn replacing<T>(
+    dir: BorrowedFd<'_>,
+    last: &CStr,
+    entry: &str,
+    action: &str,
+    mut create: impl FnMut() -> io::Result<T>,
+) -> Result<T, ExtractError> {
+    match create() {
+        Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
+            remove_non_directory(dir, last, entry, false)?;
+            create().map_err(|source| io_error(entry, action, source))
+        }
+        result => result.map_err(|source| io_error(entry, action, source)),
+    }
+}
+
+/// Unlinks whatever non-directory is at `last` in `dir`. A directory there is left alone:
+/// accepted when `directory_wanted`, refused otherwise.
+fn remove_non_directory(
+    dir: BorrowedFd<'_>,
+    last: &CStr,
+    entry: &str,
+    directory_wanted: bool,
+) -> Result<(), ExtractError> {
+    let stat = match lstat_at(dir, last) {
+        Ok(stat) => stat,
+        Err(err) if err.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+        Err(source) => return Err(io_error(entry, "cannot inspect what is there", source)),
+    };
+    if stat.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        return if directory_wanted {
+            Ok(())
+        } else {
+            Err(refused(entry, "a directory is in its place"))
+        };
+    }
+    match unlinkat(dir, last) {
+        Err(err) if err.raw_os_error() != Some(libc::ENOENT) => {
+            Err(io_error(entry, "cannot remove what is in its place", err))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests;
