@@ -19,7 +19,7 @@ use anyhow::Context;
 pub use ignore_rules::IgnoreRules;
 pub use output::Written;
 pub use tree::{measure_tree, Progress};
-pub use walk::ServerDir;
+pub use walk::{ServerDir, MAX_ENTRY_PATH_BYTES};
 
 use crate::config::CompressionLevel;
 use gzip::{Level, ParallelGzWriter};

@@ -203,17 +203,15 @@ impl Read for PinnedSize<'_> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_path_longer_than_path_max_is_archived_with_its_content() {
+    /// Makes `levels` nested folders of 250-character names under `server`, with a file
+    /// `deep.txt` saying "deep" at the bottom; returns that file's relative path.
+    fn deep_tree(server: &ServerDir, levels: usize) -> String {
         use rustix::fs::{mkdirat, openat, Mode, OFlags};
-        let root = tempfile::tempdir().unwrap();
-        let server = ServerDir::open(root.path()).unwrap();
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         let mut dir = openat(server.fd(), ".", flags, Mode::empty()).unwrap();
         let mut deep = Vec::new();
-        // 20 levels of 250-character names: over 5,000 bytes, PATH_MAX is 4,096.
-        for level in 0..20 {
-            let name = format!("{level:02}{}", "n".repeat(248));
+        for level in 0..levels {
+            let name = format!("{level:03}{}", "n".repeat(247));
             mkdirat(&dir, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
             dir = openat(&dir, name.as_str(), flags, Mode::empty()).unwrap();
             deep.push(name);
@@ -222,13 +220,32 @@ mod tests {
         let file = openat(&dir, "deep.txt", create, Mode::from_raw_mode(0o644)).unwrap();
         rustix::io::write(&file, b"deep").unwrap();
         deep.push("deep.txt".into());
-        let deep = deep.join("/");
+        deep.join("/")
+    }
 
+    /// The tar archive of `server`, as a backup makes it (uncompressed).
+    fn archive_of(server: &ServerDir, progress: &Progress) -> Vec<u8> {
         let mut builder = tar::Builder::new(Vec::new());
         let rules = IgnoreRules::parse("");
-        let (progress, cancelled) = (Progress::default(), AtomicBool::new(false));
-        append_tree(&mut builder, &server, &rules, &progress, &cancelled).unwrap();
-        let archive = builder.into_inner().unwrap();
+        append_tree(
+            &mut builder,
+            server,
+            &rules,
+            progress,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_path_longer_than_path_max_is_archived_with_its_content() {
+        let root = tempfile::tempdir().unwrap();
+        let server = ServerDir::open(root.path()).unwrap();
+        // 20 levels of 250-character names: over 5,000 bytes, PATH_MAX is 4,096.
+        let deep = deep_tree(&server, 20);
+        let progress = Progress::default();
+        let archive = archive_of(&server, &progress);
         let mut archive = tar::Archive::new(archive.as_slice());
         let mut found = None;
         for entry in archive.entries().unwrap() {
@@ -241,6 +258,42 @@ mod tests {
         }
         assert_eq!(found.as_deref(), Some("deep"));
         assert_eq!(progress.entries_done.load(Ordering::Relaxed), 21);
+    }
+
+    #[test]
+    fn a_path_over_the_archive_limit_is_skipped_so_the_backup_restores() {
+        use crate::archive::MAX_ENTRY_PATH_BYTES;
+        use crate::restore::extract::{extract_archive, ExtractOptions, ExtractProgress};
+        let root = tempfile::tempdir().unwrap();
+        let server = ServerDir::open(root.path()).unwrap();
+        // 270 levels of 251 bytes ("name/"): 67,770 bytes, over the 65,536 limit.
+        let deep = deep_tree(&server, 270);
+        let archive = archive_of(&server, &Progress::default());
+        let mut longest = 0;
+        for entry in tar::Archive::new(archive.as_slice()).entries().unwrap() {
+            let path = entry.unwrap().path().unwrap().into_owned();
+            assert!(path != Path::new(&deep), "the deepest file is skipped");
+            longest = longest.max(path.as_os_str().len());
+        }
+        // Everything up to the limit is kept.
+        assert!(
+            longest + 2 + 251 > MAX_ENTRY_PATH_BYTES,
+            "kept up to {longest} bytes"
+        );
+        // And aerie's own restore takes the whole archive.
+        let mut gzipped = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gzipped.write_all(&archive).unwrap();
+        let target = tempfile::tempdir().unwrap();
+        let summary = extract_archive(
+            gzipped.finish().unwrap().as_slice(),
+            target.path(),
+            &ExtractOptions::default(),
+            &ExtractProgress::default(),
+            &mut |_| {},
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        assert!(summary.entries > 250, "{summary:?}");
     }
 
     #[test]

@@ -28,6 +28,12 @@ const MAX_OPEN_DIRS: usize = 64;
 /// a closed level costs an `openat` per level above it). Linux itself has no depth limit.
 const MAX_DEPTH: usize = 8192;
 
+/// The longest path, in bytes, an archive entry may have: a backup skips (logged) what is
+/// longer, and a restore refuses it, so every archive aerie writes, aerie can restore. Far
+/// beyond Linux's `PATH_MAX` (4096: both sides work relative to directory descriptors, so
+/// deeper paths are fine), yet small enough that a hostile archive's names stay cheap.
+pub const MAX_ENTRY_PATH_BYTES: usize = 64 * 1024;
+
 /// Characters of a path a log line shows: a path inside a server can be far longer than
 /// `PATH_MAX`, and its owner chooses it.
 const LOGGED_PATH_CHARS: usize = 200;
@@ -258,6 +264,15 @@ impl<'a> Walk<'a> {
             };
             let kind = kind_of(&stat);
             if self.rules.is_ignored(&self.relative, kind == Kind::Dir) {
+                self.relative.pop();
+                continue;
+            }
+            // A directory's entry carries a trailing `/`; GNU's long-name block, a NUL.
+            if self.relative.as_os_str().len() + 2 > MAX_ENTRY_PATH_BYTES {
+                tracing::warn!(
+                    path = %shown(&self.relative),
+                    "skipping a path longer than {MAX_ENTRY_PATH_BYTES} bytes: no restore could take it"
+                );
                 self.relative.pop();
                 continue;
             }

@@ -41,7 +41,8 @@
 //!   only their data regions are written, the file's length is set at the end.
 //! - **Other entry types** (devices, FIFOs, ...) are skipped with a warning; PAX global
 //!   headers are ignored.
-//! - **Bounded**: names and link targets over `PATH_MAX`, PAX headers over 64 KiB and sparse
+//! - **Bounded**: names and link targets over 64 KiB (the limit backups keep to; deeper
+//!   than `PATH_MAX` is fine here), PAX headers over 256 KiB and sparse
 //!   maps over 64 Ki extents are refused before they are read (see [`tar_stream`]); names
 //!   in messages and logs are shortened. File contents go through one fixed buffer, the
 //!   directories waiting for their mode are those of one path, so memory stays flat
@@ -152,8 +153,8 @@ pub enum ExtractError {
         /// What reading it said.
         source: io::Error,
     },
-    /// An entry's name or link target is longer than `PATH_MAX`.
-    #[error("refusing the archive {place}: an entry's {what} is {size} bytes long, more than the {limit} a path may have")]
+    /// An entry's name or link target is longer than an archive's paths may be.
+    #[error("refusing the archive {place}: an entry's {what} is {size} bytes long, more than the {limit} a path may have in an archive")]
     NameTooLong {
         /// Where in the archive, as for [`ExtractError::Archive`].
         place: String,

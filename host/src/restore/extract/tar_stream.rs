@@ -12,13 +12,14 @@ use std::io::{self, ErrorKind, Read};
 
 use super::Mtime;
 
-/// Longest entry name or link target accepted, in bytes: Linux's `PATH_MAX` (4096, its NUL
-/// included), so no restorable path is refused. GNU tar's long-name blocks count the NUL.
-pub(super) const MAX_NAME_BYTES: u64 = 4096;
+/// Longest entry name or link target accepted, in bytes (GNU tar's long-name blocks count
+/// their NUL): the limit the backup walk keeps to, so every archive aerie writes restores.
+/// Longer than `PATH_MAX` on purpose: entries are created relative to directory descriptors.
+pub(super) const MAX_NAME_BYTES: u64 = crate::archive::MAX_ENTRY_PATH_BYTES as u64;
 
 /// Largest PAX extended header accepted, in bytes: a name and a link of `MAX_NAME_BYTES`
-/// each, times and a GNU sparse map of a few thousand extents fit many times over.
-pub(super) const MAX_PAX_BYTES: u64 = 64 * 1024;
+/// each, times and a GNU sparse map of a few thousand extents fit.
+pub(super) const MAX_PAX_BYTES: u64 = 4 * MAX_NAME_BYTES;
 
 /// Most extents accepted in one sparse file's map (16 bytes each in memory: 1 MiB). GNU tar
 /// writes one per data region; a game server's files have a handful.

@@ -807,7 +807,7 @@ fn refuses_a_huge_gnu_long_name_without_reading_it() {
             ExtractError::NameTooLong {
                 what: "name",
                 size: NAME,
-                limit: 4096,
+                limit: 65_536,
                 ..
             }
         ),
@@ -816,7 +816,7 @@ fn refuses_a_huge_gnu_long_name_without_reading_it() {
     assert_eq!(
         err.to_string(),
         "refusing the archive at its start: an entry's name is 67108864 bytes long, \
-         more than the 4096 a path may have"
+         more than the 65536 a path may have in an archive"
     );
     assert!(
         grown < 24 * 1024 * 1024,
@@ -845,7 +845,7 @@ fn pax_record(key: &str, value: &str) -> Vec<u8> {
 #[test]
 fn refuses_pax_paths_over_path_max_and_oversized_pax_headers() {
     let sandbox = Sandbox::new();
-    let long = "p/".repeat(5000);
+    let long = "p/".repeat(40_000);
     let err = extract(
         &archive(|builder| {
             add_file(builder, "first", 0o644, b"1");
@@ -860,7 +860,7 @@ fn refuses_pax_paths_over_path_max_and_oversized_pax_headers() {
             err,
             ExtractError::NameTooLong {
                 what: "name",
-                size: 10_000,
+                size: 80_000,
                 ..
             }
         ),
@@ -884,7 +884,7 @@ fn refuses_pax_paths_over_path_max_and_oversized_pax_headers() {
             err,
             ExtractError::HeaderTooLarge {
                 what: "PAX header",
-                limit: 65_536,
+                limit: 262_144,
                 ..
             }
         ),
@@ -1241,15 +1241,19 @@ fn restores_pax_sparse_files_with_their_holes() {
 }
 
 #[test]
-fn a_tree_deeper_than_path_max_fails_cleanly() {
+fn a_tree_far_deeper_than_path_max_restores_until_a_name_over_the_limit() {
     let _serial = one_at_a_time();
-    const DEPTH: usize = 20_000;
+    // 6,000 levels of 10-character names: past PATH_MAX after 373 levels, past the 64 KiB
+    // name limit at level 5,958.
+    const DEPTH: usize = 6_000;
+    const LEVEL: &str = "dddddddddd";
     let compressed = {
         let encoder = GzEncoder::new(Vec::new(), Compression::fast());
         let mut builder = Builder::new(encoder);
         let mut path = String::new();
         for _ in 0..DEPTH {
-            path.push_str("d/");
+            path.push_str(LEVEL);
+            path.push('/');
             let mut dir = header(EntryType::Directory, 0, 0o755, 1_500_000_000);
             builder.append_data(&mut dir, &path, io::empty()).unwrap();
         }
@@ -1257,14 +1261,14 @@ fn a_tree_deeper_than_path_max_fails_cleanly() {
     };
     let sandbox = Sandbox::new();
     let err = extract(&compressed, &sandbox.root).unwrap_err();
-    // The first name over PATH_MAX: 2048 levels of "d/" make 4096 bytes, and the GNU long
-    // name block counts a NUL.
+    // The first name over the limit: 5,958 levels of "dddddddddd/" make 65,538 bytes, and
+    // the GNU long name block counts a NUL.
     assert!(
         matches!(
             err,
             ExtractError::NameTooLong {
                 what: "name",
-                size: 4097,
+                size: 65_539,
                 ..
             }
         ),
@@ -1273,9 +1277,9 @@ fn a_tree_deeper_than_path_max_fails_cleanly() {
     // The levels before it were restored (walked by descriptor: their path is too long
     // for a system call).
     let mut dirs = DirCache::new(OwnedFd::from(File::open(&sandbox.root).unwrap()), None);
-    let d = CString::new("d").unwrap();
-    assert!(dirs.open(&vec![d.clone(); 2047], Missing::Fail).is_ok());
-    assert!(dirs.open(&vec![d; 2048], Missing::Fail).is_err());
+    let d = CString::new(LEVEL).unwrap();
+    assert!(dirs.open(&vec![d.clone(); 5_957], Missing::Fail).is_ok());
+    assert!(dirs.open(&vec![d; 5_958], Missing::Fail).is_err());
     sandbox.assert_outside_untouched();
 }
 
