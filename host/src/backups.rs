@@ -165,13 +165,16 @@ impl Backups {
         }
     }
 
-    /// The root directory of `server`, if the id is safe and the directory exists.
+    /// The root directory of `server`, if the id is safe and the directory exists as a real
+    /// directory: a symlink in its place (to another server's folder, or anywhere) counts
+    /// as no server, so that it is never backed up nor emptied through.
     pub fn server_root(&self, server: &str) -> Option<PathBuf> {
         if !is_safe_server_id(server) {
             return None;
         }
         let root = self.data_directory.join(server);
-        root.is_dir().then_some(root)
+        let metadata = root.symlink_metadata().ok()?;
+        metadata.file_type().is_dir().then_some(root)
     }
 
     /// Checks `request` and starts the backup in the background; returns once it is

@@ -104,6 +104,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
     ));
     backups.recover_interrupted().await?;
+    restores.recover_interrupted()?;
     if let Some(notifier) = &notifier {
         notifier.wake();
     }

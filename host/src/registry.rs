@@ -200,6 +200,7 @@ impl Registry {
             .and_then(|_| connection.pragma_update(None, "synchronous", "FULL"))
             .and_then(|_| connection.execute_batch(SCHEMA))
             .and_then(|_| connection.execute_batch(DOWNLOAD_IDS_SCHEMA))
+            .and_then(|_| connection.execute_batch(RESTORES_SCHEMA))
             .with_context(|| format!("cannot set up the registry {}", path.display()))?;
         Ok(Self {
             connection: Mutex::new(connection),
@@ -280,11 +281,6 @@ impl Registry {
             }
             tx.commit()
         })
-    }
-
-    /// Queues a report on its own (a restore's).
-    pub fn queue_notification(&self, report: NewNotification<'_>) -> anyhow::Result<()> {
-        self.with(|c| insert_notification(c, report))
     }
 
     /// Reports due at `now_ms`, oldest first.
@@ -431,6 +427,78 @@ impl Registry {
     }
 }
 
+/// Restores running now, so that one cut off by a crash or a stop is reported failed at the
+/// next start. A row lives from the restore's start until its report is queued.
+const RESTORES_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS restores (
+    uuid       TEXT NOT NULL,
+    server     TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    PRIMARY KEY (uuid, server)
+);
+";
+
+/// A restore recorded as running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreRecord {
+    /// The backup being restored.
+    pub uuid: String,
+    /// The server restored into.
+    pub server: String,
+    /// RFC 3339 time it started.
+    pub started_at: String,
+}
+
+impl Registry {
+    /// Records that backup `uuid` is being restored into `server`.
+    pub fn begin_restore(&self, uuid: &str, server: &str) -> anyhow::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO restores (uuid, server, started_at) VALUES (?1, ?2, ?3)",
+                params![uuid, server, now()],
+            )
+        })
+        .map(drop)
+    }
+
+    /// Forgets a restore that ended and, in the same transaction, queues its report for the
+    /// Panel: a crash can lose neither without the other.
+    pub fn end_restore(
+        &self,
+        uuid: &str,
+        server: &str,
+        report: Option<NewNotification<'_>>,
+    ) -> anyhow::Result<()> {
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            tx.execute(
+                "DELETE FROM restores WHERE uuid = ?1 AND server = ?2",
+                params![uuid, server],
+            )?;
+            if let Some(report) = report {
+                insert_notification(&tx, report)?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// Restores recorded as running: at start-up, the ones a previous run left unfinished.
+    pub fn running_restores(&self) -> anyhow::Result<Vec<RestoreRecord>> {
+        self.with(|c| {
+            let mut statement =
+                c.prepare("SELECT uuid, server, started_at FROM restores ORDER BY started_at")?;
+            let rows = statement.query_map([], |row| {
+                Ok(RestoreRecord {
+                    uuid: row.get(0)?,
+                    server: row.get(1)?,
+                    started_at: row.get(2)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -517,5 +585,29 @@ mod tests {
             .unwrap();
         assert_eq!(kept, vec!["b"]);
         assert!(!registry.download_id_used("a", 100).unwrap());
+    }
+
+    #[test]
+    fn a_restore_is_recorded_until_its_report_is_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let registry = Registry::open(dir.path()).unwrap();
+            registry.begin_restore("b1", "s1").unwrap();
+            registry.begin_restore("b2", "s2").unwrap();
+            registry
+                .end_restore("b2", "s2", Some(("b2", "/backups/b2/restore", "{}")))
+                .unwrap();
+        }
+        let registry = Registry::open(dir.path()).unwrap();
+        let running = registry.running_restores().unwrap();
+        assert_eq!(running.len(), 1);
+        assert_eq!(
+            (running[0].uuid.as_str(), running[0].server.as_str()),
+            ("b1", "s1")
+        );
+        assert_eq!(
+            registry.notifications().unwrap()[0].path,
+            "/backups/b2/restore"
+        );
     }
 }

@@ -3,12 +3,16 @@
 //! `download_url` answers 200 with a gzip type); only then is the directory truncated, if
 //! asked, and the archive streamed from its source through gunzip and a hostile-archive-safe
 //! untar into the server root. Wings truncates first and loses the server's files when the
-//! backup turns out to be missing.
+//! backup turns out to be missing. The root is opened once, with `O_NOFOLLOW`, and emptied
+//! and filled through that descriptor. A running restore is recorded in the registry, so
+//! one cut off by a crash or a stop is reported failed at the next start.
 
+pub mod empty;
 pub mod extract;
 pub mod fetch;
 
 use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -155,6 +159,10 @@ impl Restores {
                     .await?,
             )
         };
+        // Recorded before the 202: from here on, a crash leaves a record for the next start.
+        self.registry
+            .begin_restore(uuid, server)
+            .map_err(|e| RestoreError::Internal(format!("{e:#}")))?;
         let span = tracing::info_span!("restore", backup = %uuid, server = %server);
         let this = self.clone();
         let (server, uuid) = (server.to_string(), uuid.to_string());
@@ -215,17 +223,41 @@ impl Restores {
             .publish(&server, Event::new("daemon message", message));
         self.events
             .publish(&server, Event::new("backup restore completed", ""));
-        if self.notifier.is_some() {
-            let body = json!({"successful": outcome.is_ok()}).to_string();
-            let path = format!("/backups/{uuid}/restore");
-            if let Err(err) = self.registry.queue_notification((&uuid, &path, &body)) {
-                tracing::error!("cannot queue the restore report: {err:#}");
-            }
+        self.end(&uuid, &server, outcome.is_ok());
+        drop(guard);
+    }
+
+    /// Forgets the running restore and queues its report, in one transaction.
+    fn end(&self, uuid: &str, server: &str, successful: bool) {
+        let body = json!({ "successful": successful }).to_string();
+        let path = format!("/backups/{uuid}/restore");
+        let report = self
+            .notifier
+            .as_ref()
+            .map(|_| (uuid, path.as_str(), body.as_str()));
+        if let Err(err) = self.registry.end_restore(uuid, server, report) {
+            tracing::error!("cannot record the end of the restore: {err:#}");
         }
         if let Some(notifier) = &self.notifier {
             notifier.wake();
         }
-        drop(guard);
+    }
+
+    /// At start-up: restores the registry still shows as running were cut off by a crash or
+    /// a stop; report them failed to the Panel.
+    pub fn recover_interrupted(&self) -> anyhow::Result<()> {
+        for record in self.registry.running_restores()? {
+            let span =
+                tracing::info_span!("restore", backup = %record.uuid, server = %record.server);
+            span.in_scope(|| {
+                tracing::warn!(
+                    started_at = %record.started_at,
+                    "the daemon stopped while this restore was running; reporting it failed"
+                );
+                self.end(&record.uuid, &record.server, false);
+            });
+        }
+        Ok(())
     }
 
     /// The restore itself, on a blocking thread.
@@ -251,8 +283,9 @@ impl Restores {
                 (Box::new(download.into_blocking_reader(handle)), size)
             }
         };
+        let root_fd = open_root(root)?;
         if truncate {
-            empty_directory(root)?;
+            empty::empty_directory(root_fd.as_fd())?;
             tracing::info!("emptied the server directory");
         }
         let reporter = RestoreReporter {
@@ -275,9 +308,9 @@ impl Restores {
             ..ExtractOptions::default()
         };
         let mut console = ConsoleLines::new(self.events.as_ref(), server);
-        let summary = extract::extract_archive(
+        let summary = extract::extract_archive_at(
             reader,
-            root,
+            root_fd,
             &options,
             &ExtractProgress::default(),
             &mut |path| console.entry(path),
@@ -287,19 +320,23 @@ impl Restores {
     }
 }
 
-/// Removes everything inside `root` (never following a symlink), keeping `root` itself.
-fn empty_directory(root: &Path) -> anyhow::Result<()> {
-    for entry in std::fs::read_dir(root)? {
-        let path = entry?.path();
-        let metadata = path.symlink_metadata()?;
-        let removed = if metadata.is_dir() {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        removed.map_err(|e| anyhow::anyhow!("cannot empty {}: {e}", path.display()))?;
-    }
-    Ok(())
+/// Opens the server directory itself, refusing a symlink (even one swapped in after the
+/// request was checked): everything after goes through this descriptor.
+fn open_root(root: &Path) -> anyhow::Result<OwnedFd> {
+    rustix::fs::open(
+        root,
+        rustix::fs::OFlags::RDONLY
+            | rustix::fs::OFlags::DIRECTORY
+            | rustix::fs::OFlags::NOFOLLOW
+            | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the server directory (it must be a real folder, not a link): {}",
+            io::Error::from(e)
+        )
+    })
 }
 
 /// Publishes `backup restore progress` (compressed bytes read of the total, when known).

@@ -240,6 +240,19 @@ pub fn extract_archive<R: Read + Send>(
             root: root.to_path_buf(),
             source,
         })?;
+    extract_archive_at(compressed, root_fd, options, progress, on_entry, cancelled)
+}
+
+/// [`extract_archive`] into the directory open as `root_fd`, never resolving the root's
+/// path again (the restore opens it once with `O_NOFOLLOW`).
+pub fn extract_archive_at<R: Read + Send>(
+    compressed: R,
+    root_fd: OwnedFd,
+    options: &ExtractOptions,
+    progress: &ExtractProgress,
+    on_entry: &mut dyn FnMut(&Path),
+    cancelled: &AtomicBool,
+) -> Result<ExtractSummary, ExtractError> {
     let mut extractor = Extractor {
         dirs: DirCache::new(root_fd, options.owner),
         owner: options.owner,
