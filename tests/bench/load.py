@@ -241,9 +241,10 @@ def main():
     ap.add_argument("--idle", type=int, default=1000)
     ap.add_argument("--work", default="/var/tmp/aerie-bench")
     ap.add_argument("--seed", type=int, default=20261201)
+    ap.add_argument("--binary", help="the aerie binary (default: the release build)")
     args = ap.parse_args()
 
-    binary = release_binary()
+    binary = pathlib.Path(args.binary) if args.binary else release_binary()
     if not binary.exists():
         raise SystemExit(f"load: {binary} is missing: cargo build --release -p aerie -p aerie-adapter-wings")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -291,6 +292,10 @@ def run_load(daemon, node, servers, args):
     idle = []
     for _ in range(args.idle):
         idle.append(socket.create_connection((daemon.host, daemon.port), timeout=10))
+    # The daemon accepts in the background: give it a moment to hold them all.
+    settle = time.monotonic()
+    while daemon.fds() < figures["fds_before"] + args.idle and time.monotonic() - settle < 5:
+        time.sleep(0.1)
     figures["fds_with_idle"] = daemon.fds()
 
     sockets = []
