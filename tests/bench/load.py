@@ -40,7 +40,7 @@ import time
 import uuid
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-MAKER = REPO.parent / "shared" / "bench" / "make-corpus.py"
+MAKER = REPO / "tests" / "bench" / "make-corpus.py"
 TOKEN = "load-bench-node-token-0123456789"
 # A bound on how long the load may run before the bench gives up (a hang guard only).
 HANG_GUARD_S = 900
