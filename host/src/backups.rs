@@ -599,16 +599,32 @@ fn make_backup(
                 if let Err(abort_err) = sink.abort() {
                     tracing::warn!("the storage could not discard the partial backup: {abort_err}");
                 }
-                return Err(err);
+                let full = err.chain().find_map(|cause| {
+                    cause
+                        .downcast_ref::<std::io::Error>()
+                        .filter(|io| io.kind() == std::io::ErrorKind::StorageFull)
+                });
+                return Err(match full {
+                    Some(cause) => storage_full(cause),
+                    None => err,
+                });
             }
         };
     let stored = sink.finish(&written.sha1, written.size).map_err(|e| {
-        let hint = if e.kind == ErrorKind::STORAGE_FULL {
-            " (the storage is full)"
+        if e.kind == ErrorKind::STORAGE_FULL {
+            storage_full(&e)
         } else {
-            ""
-        };
-        anyhow!("storage could not complete the backup{hint}: {e}")
+            anyhow!("storage could not complete the backup: {e}")
+        }
     })?;
     Ok((written, stored))
+}
+
+/// A backup's error when the storage ran out of room: said first, with the storage's own
+/// words (which name where), and what to do.
+fn storage_full(cause: &dyn std::fmt::Display) -> anyhow::Error {
+    anyhow!(
+        "the backup storage is full: {cause}; the partial archive was discarded. Free space \
+         there, or store backups elsewhere, and try again"
+    )
 }

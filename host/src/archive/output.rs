@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use aerie_adapter_api::host::SinkHandle;
+use aerie_adapter_api::{AdapterError, ErrorKind};
 use sha1::{Digest, Sha1};
 
 use crate::rate_limit::RateLimiter;
@@ -73,11 +74,19 @@ impl<'a> ArchiveOutput<'a> {
         }
         self.sha1.update(&self.chunk);
         self.size += self.chunk.len() as u64;
-        self.sink
-            .write(&self.chunk)
-            .map_err(|e| io::Error::other(format!("storage: {e}")))?;
+        self.sink.write(&self.chunk).map_err(storage_error)?;
         self.chunk.clear();
         Ok(())
+    }
+}
+
+/// A sink's error as an I/O error; a full storage keeps its kind (`StorageFull`), so that
+/// the backup's error can say so first, whatever the archive was doing when it happened.
+fn storage_error(err: AdapterError) -> io::Error {
+    if err.kind == ErrorKind::STORAGE_FULL {
+        io::Error::new(io::ErrorKind::StorageFull, err.message.to_string())
+    } else {
+        io::Error::other(format!("storage: {err}"))
     }
 }
 

@@ -9,7 +9,9 @@ use crate::endpoint;
 
 /// A fault-injecting HTTP proxy in front of the test server. Each request gets a connection
 /// of its own (it answers `Connection: close`); bodies must carry a `Content-Length`. It can
-/// answer UploadPart requests with `503 SlowDown`, and play dead: drop every connection,
+/// answer UploadPart requests with `503 SlowDown`, cut them off half-way through their body
+/// (the connection is closed with the rest of the part unread, which the kernel answers with
+/// a reset), and play dead: drop every connection,
 /// requests in flight included, until it is brought back, either at once or from the Nth
 /// UploadPart on. It counts the UploadPart requests it sees, refuses and forwards, and the
 /// most in progress at once. It lives until the test process ends.
@@ -26,6 +28,10 @@ struct State {
     refuse_parts: AtomicU32,
     /// UploadPart requests answered with 503 so far.
     refused: AtomicU32,
+    /// UploadPart requests still to cut off half-way through their body.
+    reset_parts: AtomicU32,
+    /// UploadPart requests cut off so far.
+    resets: AtomicU32,
     /// UploadPart requests to let through before playing dead (`u32::MAX`: never).
     parts_before_down: AtomicU32,
     /// UploadPart requests that reached the proxy.
@@ -69,6 +75,8 @@ impl Proxy {
             down: AtomicBool::new(false),
             refuse_parts: AtomicU32::new(0),
             refused: AtomicU32::new(0),
+            reset_parts: AtomicU32::new(0),
+            resets: AtomicU32::new(0),
             parts_before_down: AtomicU32::new(u32::MAX),
             parts_seen: AtomicU32::new(0),
             parts_forwarded: AtomicU32::new(0),
@@ -96,6 +104,17 @@ impl Proxy {
     /// UploadPart requests answered with 503 so far.
     pub fn refused(&self) -> u32 {
         self.state.refused.load(Ordering::SeqCst)
+    }
+
+    /// Cuts off the next `n` UploadPart requests half-way through their body, as a server or
+    /// a middlebox resetting the connection mid-part does (`u32::MAX`: every one from now on).
+    pub fn reset_next_parts(&self, n: u32) {
+        self.state.reset_parts.store(n, Ordering::SeqCst);
+    }
+
+    /// UploadPart requests cut off so far.
+    pub fn resets(&self) -> u32 {
+        self.state.resets.load(Ordering::SeqCst)
     }
 
     /// Lets `n` UploadPart requests through, then plays dead from the next one on.
@@ -177,11 +196,21 @@ fn serve(state: &State, client: TcpStream) -> std::io::Result<()> {
     if header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
         (&client).write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
     }
-    // The body, in pieces: dropped mid-way if the proxy goes down meanwhile.
+    let reset = is_part
+        && state
+            .reset_parts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+    // The body, in pieces: dropped mid-way if the proxy goes down meanwhile, or half-way
+    // through when this part is to be cut off.
     let mut body = Vec::with_capacity(length);
     let mut piece = vec![0; 64 * 1024];
     while body.len() < length {
         if state.down.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if reset && body.len() >= length / 2 {
+            state.resets.fetch_add(1, Ordering::SeqCst);
             return Ok(());
         }
         let want = piece.len().min(length - body.len());
