@@ -333,6 +333,36 @@ impl Registry {
         .map(drop)
     }
 
+    /// Records a failed round for every queued report (the Panel could not be reached at
+    /// all) and schedules them all for `next_attempt_ms`, so they go out together, oldest
+    /// first, when the Panel is back.
+    pub fn retry_all_notifications_later(
+        &self,
+        next_attempt_ms: i64,
+        error: &str,
+    ) -> anyhow::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE notifications SET attempts = attempts + 1, next_attempt_ms = ?1,
+                 last_error = ?2",
+                params![next_attempt_ms, error],
+            )
+        })
+        .map(drop)
+    }
+
+    /// Makes every queued report due at `now_ms`: the Panel just took one, so the rest
+    /// follow at once, oldest first, rather than each at the end of its own backoff.
+    pub fn hurry_notifications(&self, now_ms: i64) -> anyhow::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE notifications SET next_attempt_ms = ?1 WHERE next_attempt_ms > ?1",
+                [now_ms],
+            )
+        })
+        .map(drop)
+    }
+
     /// Forgets a backup (after it was deleted).
     pub fn remove(&self, uuid: &str) -> anyhow::Result<()> {
         self.with(|c| c.execute("DELETE FROM backups WHERE uuid = ?1", [uuid]))

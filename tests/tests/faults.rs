@@ -277,6 +277,13 @@ fn every_backup_finished_while_the_panel_is_down_is_reported_once_when_it_is_bac
         assert!(start.elapsed() < HANG_GUARD, "{:?}", queued(&daemon));
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Delivered in the order the backups ended, not each at the end of its own backoff.
+    let order: Vec<_> = reports.iter().map(|r| r.path.clone()).collect();
+    let expected: Vec<_> = finished
+        .iter()
+        .map(|(uuid, _)| format!("/api/remote/backups/{uuid}"))
+        .collect();
+    assert_eq!(order, expected, "reports in the order the backups ended");
     for (uuid, status) in &finished {
         let mine: Vec<_> = reports
             .iter()
@@ -293,4 +300,34 @@ fn every_backup_finished_while_the_panel_is_down_is_reported_once_when_it_is_bac
         BACKUPS_WHILE_DOWN,
         "each reported exactly once"
     );
+}
+
+#[test]
+fn a_report_waiting_on_a_long_backoff_is_not_overtaken_by_newer_ones() {
+    let mut panel = PanelStandIn::start(TOKEN_ID, TOKEN);
+    let node = node_with_panel(&panel);
+    std::fs::write(node.server(SERVER).join("level.dat"), b"level").unwrap();
+    let daemon = node.start();
+    panel.go_down();
+    let (first, _) = backup(&daemon, "wings");
+    // Its backoff grows to 16 s (0.5 s doubled five times).
+    let start = Instant::now();
+    while queued(&daemon)[0]["attempts"].as_u64().unwrap() < 6 {
+        assert!(start.elapsed() < HANG_GUARD, "{:?}", queued(&daemon));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panel.come_back();
+    let (second, _) = backup(&daemon, "wings");
+    let (third, _) = backup(&daemon, "wings");
+    let order: Vec<_> = panel
+        .wait_for_accepted(3)
+        .into_iter()
+        .map(|r| r.path)
+        .collect();
+    let expected: Vec<_> = [first, second, third]
+        .iter()
+        .map(|uuid| format!("/api/remote/backups/{uuid}"))
+        .collect();
+    assert_eq!(order, expected, "the oldest report goes first");
+    daemon.stop();
 }

@@ -39,7 +39,10 @@ pub enum DeliveryError {
         /// `errors[0].detail` from the Panel's body, or the body itself.
         detail: String,
     },
-    /// A connection error, a timeout or a 5xx: try again later.
+    /// A 5xx: the Panel answered but failed on this report; try it again later.
+    #[error("the Panel failed on the report: {0}")]
+    Failed(String),
+    /// A connection error or a timeout: the Panel is not there; try again later.
     #[error("the Panel could not be reached: {0}")]
     Unavailable(String),
 }
@@ -96,7 +99,7 @@ impl Panel {
                 detail,
             })
         } else {
-            Err(DeliveryError::Unavailable(format!("{status}: {detail}")))
+            Err(DeliveryError::Failed(format!("{status}: {detail}")))
         }
     }
 }
@@ -117,6 +120,14 @@ fn retry_delay(attempts: u32) -> Duration {
     FIRST_RETRY
         .saturating_mul(2u32.saturating_pow(attempts.min(16)))
         .min(MAX_RETRY)
+}
+
+/// What one delivery attempt means for the rest of the queue.
+enum Delivery {
+    /// The Panel answered (whatever it said): go on with the next report.
+    Done,
+    /// The Panel could not be reached: the whole queue waits.
+    PanelAway,
 }
 
 /// Delivers queued reports in the background.
@@ -141,17 +152,20 @@ impl Notifier {
         self.wake.notify_one();
     }
 
-    /// The delivery loop; runs for the life of the daemon.
+    /// The delivery loop; runs for the life of the daemon. Reports go out oldest first;
+    /// while the Panel cannot be reached the whole queue waits on one backoff, and once it
+    /// takes a report the rest follow at once, in order.
     pub async fn run(self: Arc<Self>) {
         loop {
             let now = now_ms();
-            match self.registry.due_notifications(now) {
-                Ok(due) => {
-                    for notification in due {
-                        self.deliver(notification).await;
-                    }
+            // When anything is due, the whole queue goes, oldest first: a report that waits
+            // on a long backoff is never overtaken by a newer one.
+            let due = self.registry.next_notification_due().ok().flatten();
+            if due.is_some_and(|due| due <= now) {
+                match self.registry.notifications() {
+                    Ok(queue) => self.deliver_in_order(queue).await,
+                    Err(err) => tracing::error!("cannot read the Panel report queue: {err:#}"),
                 }
-                Err(err) => tracing::error!("cannot read the Panel report queue: {err:#}"),
             }
             let next = self.registry.next_notification_due().ok().flatten();
             let wait = next.map_or(MAX_RETRY, |due| {
@@ -161,10 +175,30 @@ impl Notifier {
         }
     }
 
-    async fn deliver(&self, notification: Notification) {
+    /// Delivers `queue` in order, stopping at the first report the Panel is not there to
+    /// take.
+    async fn deliver_in_order(&self, queue: Vec<Notification>) {
+        let mut delivered = false;
+        for notification in queue {
+            match self.deliver(notification).await {
+                Delivery::Done => delivered = true,
+                Delivery::PanelAway => return,
+            }
+        }
+        if delivered {
+            if let Err(err) = self.registry.hurry_notifications(now_ms()) {
+                tracing::error!("cannot reschedule the Panel report queue: {err:#}");
+            }
+        }
+    }
+
+    async fn deliver(&self, notification: Notification) -> Delivery {
         let span =
             tracing::info_span!("panel", backup = %notification.backup, path = %notification.path);
         let _entered = span.enter();
+        let delay = retry_delay(notification.attempts);
+        let next = now_ms() + delay.as_millis() as i64;
+        let retry_in_ms = delay.as_millis() as u64;
         match self
             .panel
             .post(&notification.path, &notification.body)
@@ -176,25 +210,40 @@ impl Notifier {
                     "the Panel accepted the report"
                 );
                 self.forget(notification.id);
+                Delivery::Done
             }
             Err(DeliveryError::Refused { status, detail }) => {
                 tracing::error!(status, detail = %detail, "the Panel refused the report; not retrying");
                 self.forget(notification.id);
+                Delivery::Done
             }
-            Err(err @ DeliveryError::Unavailable(_)) => {
-                let delay = retry_delay(notification.attempts);
+            Err(err @ DeliveryError::Failed(_)) => {
                 tracing::warn!(
                     attempts = notification.attempts + 1,
-                    retry_in_ms = delay.as_millis() as u64,
+                    retry_in_ms,
                     "{err}; the report is kept and retried"
                 );
-                let next = now_ms() + delay.as_millis() as i64;
                 if let Err(err) =
                     self.registry
                         .retry_notification_later(notification.id, next, &err.to_string())
                 {
                     tracing::error!("cannot reschedule the report: {err:#}");
                 }
+                Delivery::Done
+            }
+            Err(err @ DeliveryError::Unavailable(_)) => {
+                tracing::warn!(
+                    attempts = notification.attempts + 1,
+                    retry_in_ms,
+                    "{err}; every queued report is kept and retried"
+                );
+                if let Err(err) = self
+                    .registry
+                    .retry_all_notifications_later(next, &err.to_string())
+                {
+                    tracing::error!("cannot reschedule the Panel report queue: {err:#}");
+                }
+                Delivery::PanelAway
             }
         }
     }
