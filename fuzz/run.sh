@@ -24,9 +24,10 @@ for target in $(cargo fuzz list); do
     mkdir -p "corpus/$target" "$scratch/$target"
     echo "fuzz/run.sh: $target for ${seconds}s"
     # -rss_limit_mb: the process must stay well within memory whatever the input (a
-    # restore's memory is meant to be flat); -timeout: one input may not hang.
+    # restore's memory is meant to be flat); -timeout: one input may not hang (60 s, not
+    # less: on a loaded shared machine a niced run is starved for seconds at a time).
     cargo fuzz run --sanitizer none "$target" "$scratch/$target" "corpus/$target" -- \
-        -max_total_time="$seconds" -max_len="$max_len" -rss_limit_mb=512 -timeout=10 \
+        -max_total_time="$seconds" -max_len="$max_len" -rss_limit_mb=512 -timeout=60 \
         -print_final_stats=1 2>&1 | grep -v '^#[0-9]'
 done
 echo "fuzz/run.sh: no crash"

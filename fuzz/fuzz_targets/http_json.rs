@@ -16,29 +16,47 @@ use aerie::restore::RestoreRequest;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use libfuzzer_sys::fuzz_target;
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 
-/// A JSON object's members in order, duplicates kept (`serde_json::Map` keeps the last).
-struct Members(Vec<(String, Value)>);
+/// A JSON object's members named in `FIELDS`, in order, duplicates kept (`serde_json::Map`
+/// keeps the last). Other members are skipped as serde skips unknown fields, which does not
+/// check that their strings are UTF-8: such a body is accepted, its odd bytes unread.
+struct Members<const FIELDS: usize>(Vec<(String, Value)>);
 
-impl<'de> serde::Deserialize<'de> for Members {
+/// The field names `Members` keeps, by request type.
+const BACKUP: usize = 0;
+const RESTORE: usize = 1;
+
+fn field_names(fields: usize) -> &'static [Field] {
+    if fields == BACKUP {
+        BACKUP_FIELDS
+    } else {
+        RESTORE_FIELDS
+    }
+}
+
+impl<'de, const FIELDS: usize> serde::Deserialize<'de> for Members<FIELDS> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct MembersVisitor;
-        impl<'de> Visitor<'de> for MembersVisitor {
-            type Value = Members;
+        struct MembersVisitor<const FIELDS: usize>;
+        impl<'de, const FIELDS: usize> Visitor<'de> for MembersVisitor<FIELDS> {
+            type Value = Members<FIELDS>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut members = Vec::new();
-                while let Some(member) = map.next_entry()? {
-                    members.push(member);
+                while let Some(name) = map.next_key::<String>()? {
+                    if field_names(FIELDS).iter().any(|field| field.0 == name) {
+                        members.push((name, map.next_value::<Value>()?));
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
                 }
                 Ok(Members(members))
             }
         }
-        deserializer.deserialize_map(MembersVisitor)
+        deserializer.deserialize_map(MembersVisitor::<FIELDS>)
     }
 }
 
@@ -56,9 +74,11 @@ const RESTORE_FIELDS: &[Field] = &[
     ("download_url", false, Value::is_string),
 ];
 
-/// The fields of `body` by name when it is a valid body for `fields`, else `None`.
-fn valid_fields(body: &[u8], fields: &[Field]) -> Option<Vec<Option<Value>>> {
-    if let Ok(Members(members)) = serde_json::from_slice::<Members>(body) {
+/// The fields of `body` by name when it is a valid body for the `FIELDS` request type,
+/// else `None`.
+fn valid_fields<const FIELDS: usize>(body: &[u8]) -> Option<Vec<Option<Value>>> {
+    let fields = field_names(FIELDS);
+    if let Ok(Members(members)) = serde_json::from_slice::<Members<FIELDS>>(body) {
         let mut values = vec![None; fields.len()];
         for (name, value) in members {
             if let Some(i) = fields.iter().position(|field| field.0 == name) {
@@ -97,16 +117,20 @@ fn string(value: &Option<Value>) -> &str {
 
 fn assert_refused_with_400<T>(result: Result<T, aerie::http::ApiError>, body: &[u8]) {
     match result {
-        Ok(_) => panic!("an invalid body was accepted: {:?}", String::from_utf8_lossy(body)),
+        Ok(_) => panic!(
+            "an invalid body was accepted: {:?}",
+            String::from_utf8_lossy(body)
+        ),
         Err(err) => assert_eq!(err.into_response().status(), StatusCode::BAD_REQUEST),
     }
 }
 
 fuzz_target!(|body: &[u8]| {
     let backup = parse_json::<BackupRequest>(body);
-    match valid_fields(body, BACKUP_FIELDS) {
+    match valid_fields::<BACKUP>(body) {
         Some(values) => {
-            let request = backup.unwrap_or_else(|e| panic!("a valid backup body was refused: {e:?}"));
+            let request =
+                backup.unwrap_or_else(|e| panic!("a valid backup body was refused: {e:?}"));
             assert_eq!(request.adapter, string(&values[0]));
             assert_eq!(request.uuid, string(&values[1]));
             assert_eq!(request.ignore, string(&values[2]));
@@ -117,9 +141,10 @@ fuzz_target!(|body: &[u8]| {
     }
 
     let restore = parse_json::<RestoreRequest>(body);
-    match valid_fields(body, RESTORE_FIELDS) {
+    match valid_fields::<RESTORE>(body) {
         Some(values) => {
-            let request = restore.unwrap_or_else(|e| panic!("a valid restore body was refused: {e:?}"));
+            let request =
+                restore.unwrap_or_else(|e| panic!("a valid restore body was refused: {e:?}"));
             let truncate = values[0].as_ref().and_then(Value::as_bool).unwrap_or(false);
             assert_eq!(request.truncate_directory, truncate);
             assert_eq!(request.download_url, string(&values[1]));

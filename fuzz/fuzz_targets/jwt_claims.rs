@@ -104,7 +104,10 @@ fuzz_target!(|input: Input| {
     let result = verify(&tampered, &key, input.now);
 
     if tampered != token {
-        assert!(result.is_err(), "a token changed after signing was accepted");
+        assert!(
+            result.is_err(),
+            "a token changed after signing was accepted"
+        );
         return;
     }
     if input.other_key {

@@ -18,7 +18,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(claims) = verify(&token, KEY, NOW) else {
         return;
     };
-    let exp = claims.integer("exp").expect("an accepted token has an integer exp");
+    let exp = claims
+        .integer("exp")
+        .expect("an accepted token has an integer exp");
     assert!(exp > NOW, "a token expired at {exp} was accepted at {NOW}");
     assert_eq!(verify(&token, KEY, exp).unwrap_err(), JwtError::Expired);
     assert_eq!(

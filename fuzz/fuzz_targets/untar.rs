@@ -139,10 +139,16 @@ fn check_outside(sandbox: &Sandbox, root: &Path) {
     .iter()
     .map(|&(path, is_dir)| (PathBuf::from(path), is_dir))
     .collect();
-    assert_eq!(found, expected, "the restore changed the sandbox outside its root");
+    assert_eq!(
+        found, expected,
+        "the restore changed the sandbox outside its root"
+    );
     let marker = sandbox.base.join("outside/marker");
     let meta = fs::symlink_metadata(&marker).unwrap();
-    assert!(meta.is_file() && meta.nlink() == 1, "the marker was replaced or hard-linked");
+    assert!(
+        meta.is_file() && meta.nlink() == 1,
+        "the marker was replaced or hard-linked"
+    );
     assert_eq!(fs::read(&marker).unwrap(), MARKER, "the marker was written");
     let root_meta = fs::symlink_metadata(root).unwrap();
     assert!(root_meta.is_dir(), "the root is no longer a directory");
