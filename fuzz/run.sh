@@ -8,6 +8,12 @@ set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${1:-20}"
 
+if ! command -v c++ >/dev/null 2>&1; then
+    # libfuzzer-sys compiles libFuzzer, which is C++.
+    echo "fuzz/run.sh: installing a C++ compiler"
+    apt-get update -qq
+    apt-get install -y -qq g++ >/dev/null
+fi
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 # Its own target directory: the fuzz build's instrumentation flags differ from the normal
 # build's, so sharing one would rebuild both each time.
