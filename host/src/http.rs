@@ -423,7 +423,7 @@ fn is_length_limit(err: &axum::Error) -> bool {
 }
 
 /// Parses a JSON body, whatever its `Content-Type`, into a 400 that says what is wrong.
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
