@@ -28,3 +28,5 @@ fi
 
 cargo build --workspace --all-targets
 cargo test --workspace "$@"
+# The fuzz targets, replaying their committed corpora and fuzzing a few seconds each.
+bash fuzz/run.sh "${AERIE_FUZZ_SECONDS:-15}"
