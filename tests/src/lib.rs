@@ -296,6 +296,29 @@ impl Daemon {
         )
     }
 
+    /// `POST /api/servers/{server}/backup/{uuid}/restore` with a JSON body.
+    pub fn post_restore(&self, server: &str, uuid: &str, body: &Value) -> Reply {
+        self.send(
+            self.request(
+                reqwest::Method::POST,
+                &format!("/api/servers/{server}/backup/{uuid}/restore"),
+            )
+            .json(body),
+        )
+    }
+
+    /// A websocket on `server`, authenticated with every permission, to watch its events.
+    pub fn watch(&self, node: &Node, server: &str) -> websocket::Socket {
+        let mut socket = websocket::connect(&self.base, server, None).unwrap();
+        assert_eq!(
+            socket
+                .auth(&websocket::token(&node.token, server, &["*"], 600))
+                .0,
+            "auth success"
+        );
+        socket
+    }
+
     /// Starts a backup of `server` with `adapter` and asserts the 202.
     pub fn start_backup(&self, server: &str, adapter: &str, uuid: &str, ignore: &str) {
         let reply = self.post_backup(

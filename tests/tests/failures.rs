@@ -1,23 +1,9 @@
 //! Backups that cannot succeed end `failed` with the reason and leave nothing behind; a
 //! crash is recovered at the next start; a panicking adapter does not take the daemon down.
 
-use std::path::Path;
-
 use aerie_e2e::{fixture_library, new_uuid, noise, wings_library, Node, SLOW_WRITES};
 
 const SERVER: &str = "5f0c2b1e-8d7a-4e3f-a1b2-c3d4e5f60718";
-
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .map(|e| e.unwrap().file_name().into_string().unwrap())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
 
 /// A server with 8 MB that gzip cannot shrink, so its archive spans several chunks.
 fn busy_server(node: &Node) {
@@ -45,7 +31,7 @@ fn an_unwritable_backup_directory_fails_the_backup_with_its_reason() {
     let error = status["error"].as_str().unwrap();
     assert!(error.contains("/proc/aerie-cannot-write-here"), "{error}");
     assert!(!status["finished_at"].is_null());
-    assert!(files_in(&node.backup_dir()).is_empty());
+    assert!(aerie_e2e::tree::files_in(&node.backup_dir()).is_empty());
 }
 
 #[test]
@@ -71,7 +57,10 @@ fn a_storage_failure_mid_backup_aborts_the_sink_and_keeps_nothing() {
         "{status}"
     );
     // The sink was aborted (not merely dropped) and nothing partial is left.
-    assert_eq!(files_in(&store), vec![format!("{uuid}.aborted")]);
+    assert_eq!(
+        aerie_e2e::tree::files_in(&store),
+        vec![format!("{uuid}.aborted")]
+    );
 }
 
 #[test]
@@ -121,9 +110,9 @@ fn a_backup_cut_off_by_a_crash_is_failed_and_cleaned_at_the_next_start() {
         "{status}"
     );
     assert!(
-        files_in(&node.backup_dir()).is_empty(),
+        aerie_e2e::tree::files_in(&node.backup_dir()).is_empty(),
         "leftovers: {:?}",
-        files_in(&node.backup_dir())
+        aerie_e2e::tree::files_in(&node.backup_dir())
     );
     // A failed uuid may be tried again.
     daemon.start_backup(SERVER, "wings", &uuid, "");
@@ -138,7 +127,7 @@ fn a_clean_stop_aborts_running_backups() {
     let uuid = new_uuid();
     daemon.start_backup(SERVER, "wings", &uuid, "");
     assert_eq!(daemon.stop(), Some(0));
-    assert!(files_in(&node.backup_dir()).is_empty());
+    assert!(aerie_e2e::tree::files_in(&node.backup_dir()).is_empty());
     let daemon = node.start();
     assert_eq!(daemon.status(SERVER, &uuid).json["state"], "failed");
 }

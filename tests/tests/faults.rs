@@ -67,18 +67,6 @@ fn skip_visibly(test: &str, why: &str) {
     let _ = writeln!(std::io::stderr(), "\nSKIPPED {test}: {why}\n");
 }
 
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .map(|e| e.unwrap().file_name().into_string().unwrap())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 /// A node whose reports go to `panel`.
 fn node_with_panel(panel: &PanelStandIn) -> Node {
     let mut node = Node::new();
@@ -131,7 +119,7 @@ fn a_full_backup_disk_fails_the_backup_clearly_and_leaves_room_for_the_next() {
     );
     assert!(status["checksum"].is_null(), "{status}");
     // Nothing partial: not the archive, not its temporary file.
-    assert_eq!(files_in(&disk.path), Vec::<String>::new());
+    assert_eq!(aerie_e2e::tree::files_in(&disk.path), Vec::<String>::new());
     let report = &panel.wait_for_accepted(1)[0];
     assert_eq!(report.path, format!("/api/remote/backups/{full}"));
     assert_eq!(report.body["successful"], false);
@@ -143,7 +131,10 @@ fn a_full_backup_disk_fails_the_backup_clearly_and_leaves_room_for_the_next() {
     let (fits, status) = backup(&daemon, "wings");
     assert_eq!(status["state"], "completed", "{status}\n{}", daemon.log());
     let archive = disk.path.join(format!("{fits}.tar.gz"));
-    assert_eq!(files_in(&disk.path), vec![format!("{fits}.tar.gz")]);
+    assert_eq!(
+        aerie_e2e::tree::files_in(&disk.path),
+        vec![format!("{fits}.tar.gz")]
+    );
     assert_eq!(status["checksum"], sha1sum(&archive).as_str());
     run("gzip", &["-t", archive.to_str().unwrap()], Path::new("."));
     let reports = panel.wait_for_accepted(2);

@@ -6,36 +6,19 @@
 use std::path::Path;
 
 use aerie_e2e::tree::{populate, snapshot, wipe};
-use aerie_e2e::websocket::{connect, token, Frame, Socket};
+use aerie_e2e::websocket::Frame;
 use aerie_e2e::{gnu_tar_gz, new_uuid, noise, run, Daemon, Node, Reply, SLOW_WRITES};
 use serde_json::{json, Value};
 
 const SERVER: &str = "6d8f0a2c-4e6b-4d8f-a0c2-e4f6a8b0c2d4";
 
 fn post_restore(daemon: &Daemon, uuid: &str, body: &Value) -> Reply {
-    daemon.send(
-        daemon
-            .request(
-                reqwest::Method::POST,
-                &format!("/api/servers/{SERVER}/backup/{uuid}/restore"),
-            )
-            .json(body),
-    )
-}
-
-/// A websocket on SERVER, authenticated, to watch a restore to its end.
-fn watch(node: &Node, daemon: &Daemon) -> Socket {
-    let mut socket = connect(&daemon.base, SERVER, None).unwrap();
-    assert_eq!(
-        socket.auth(&token(&node.token, SERVER, &["*"], 600)).0,
-        "auth success"
-    );
-    socket
+    daemon.post_restore(SERVER, uuid, body)
 }
 
 /// Restores `uuid` and returns every frame up to `backup restore completed`.
 fn restore(node: &Node, daemon: &Daemon, uuid: &str, body: Value) -> Vec<Frame> {
-    let mut socket = watch(node, daemon);
+    let mut socket = daemon.watch(node, SERVER);
     let reply = post_restore(daemon, uuid, &body);
     assert_eq!(reply.status, 202, "{reply:?}");
     socket.recv_until("backup restore completed")
@@ -287,7 +270,7 @@ fn a_second_restore_or_a_restore_during_a_backup_is_409() {
     assert_eq!(reply.status, 409, "{reply:?}");
     assert_eq!(daemon.wait_for_end(SERVER, &stored)["state"], "completed");
 
-    let mut socket = watch(&node, &daemon);
+    let mut socket = daemon.watch(&node, SERVER);
     assert_eq!(
         post_restore(&daemon, &stored, &json!({"adapter": "wings"})).status,
         202

@@ -9,37 +9,16 @@ use std::time::Duration;
 
 use aerie_e2e::panel::PanelStandIn;
 use aerie_e2e::tree::{populate, snapshot};
-use aerie_e2e::websocket::{connect, token, Frame, Socket};
-use aerie_e2e::{gnu_tar_gz, new_uuid, noise, Daemon, Node, Reply};
+use aerie_e2e::websocket::Frame;
+use aerie_e2e::{gnu_tar_gz, new_uuid, noise, Daemon, Node};
 use rustix::fs::{self, Mode, OFlags};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const SERVER: &str = "0f4e2d6c-8a1b-4c3d-9e5f-a7b9c1d3e5f7";
 const OTHER: &str = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d";
 
 /// `system_extra` letting restores download from the test's own loopback servers.
 const LOOPBACK_ALLOWED: &str = "  backups:\n    restore_host_allowlist: [\"127.0.0.1\"]\n";
-
-fn post_restore(daemon: &Daemon, server: &str, uuid: &str, body: &Value) -> Reply {
-    daemon.send(
-        daemon
-            .request(
-                reqwest::Method::POST,
-                &format!("/api/servers/{server}/backup/{uuid}/restore"),
-            )
-            .json(body),
-    )
-}
-
-/// A websocket on SERVER, authenticated.
-fn watch(node: &Node, daemon: &Daemon) -> Socket {
-    let mut socket = connect(&daemon.base, SERVER, None).unwrap();
-    assert_eq!(
-        socket.auth(&token(&node.token, SERVER, &["*"], 600)).0,
-        "auth success"
-    );
-    socket
-}
 
 fn completion_message(frames: &[Frame]) -> String {
     frames
@@ -101,9 +80,8 @@ fn a_truncating_restore_over_a_very_deep_tree_completes_and_the_daemon_lives() {
     deep_tree(&root, 20_000);
     let _cleanup = RemoveOnDrop(root.join("d"));
 
-    let mut socket = watch(&node, &daemon);
-    let reply = post_restore(
-        &daemon,
+    let mut socket = daemon.watch(&node, SERVER);
+    let reply = daemon.post_restore(
         SERVER,
         &uuid,
         &json!({"adapter": "wings", "truncate_directory": true, "download_url": ""}),
@@ -197,7 +175,7 @@ fn a_server_root_that_is_a_symlink_is_no_server_and_its_target_is_untouched() {
             "The requested resource does not exist on this instance."
         );
         let body = json!({"adapter": "s3", "truncate_directory": true, "download_url": url});
-        let restore = post_restore(&daemon, SERVER, &new_uuid(), &body);
+        let restore = daemon.post_restore(SERVER, &new_uuid(), &body);
         assert_eq!(restore.status, 404, "{restore:?}");
         assert_eq!(
             restore.error(),
@@ -229,10 +207,10 @@ fn start_endless_restore(node: &Node, daemon: &Daemon) -> String {
     let archive = node.dir.path().join("endless.tar.gz");
     gnu_tar_gz(&archive, &source, &["."]);
     let url = serve_stalling_archive(std::fs::read(&archive).unwrap());
-    let mut socket = watch(node, daemon);
+    let mut socket = daemon.watch(node, SERVER);
     let uuid = new_uuid();
     let body = json!({"adapter": "s3", "truncate_directory": false, "download_url": url});
-    let reply = post_restore(daemon, SERVER, &uuid, &body);
+    let reply = daemon.post_restore(SERVER, &uuid, &body);
     assert_eq!(reply.status, 202, "{reply:?}");
     loop {
         let frame = socket.recv();
