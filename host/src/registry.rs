@@ -351,18 +351,6 @@ impl Registry {
         .map(drop)
     }
 
-    /// Makes every queued report due at `now_ms`: the Panel just took one, so the rest
-    /// follow at once, oldest first, rather than each at the end of its own backoff.
-    pub fn hurry_notifications(&self, now_ms: i64) -> anyhow::Result<()> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE notifications SET next_attempt_ms = ?1 WHERE next_attempt_ms > ?1",
-                [now_ms],
-            )
-        })
-        .map(drop)
-    }
-
     /// Forgets a backup (after it was deleted).
     pub fn remove(&self, uuid: &str) -> anyhow::Result<()> {
         self.with(|c| c.execute("DELETE FROM backups WHERE uuid = ?1", [uuid]))

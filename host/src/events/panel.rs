@@ -124,7 +124,7 @@ fn retry_delay(attempts: u32) -> Duration {
 
 /// What one delivery attempt means for the rest of the queue.
 enum Delivery {
-    /// The Panel answered (whatever it said): go on with the next report.
+    /// The Panel answered (took, refused or failed on the report): go on with the next.
     Done,
     /// The Panel could not be reached: the whole queue waits.
     PanelAway,
@@ -152,9 +152,9 @@ impl Notifier {
         self.wake.notify_one();
     }
 
-    /// The delivery loop; runs for the life of the daemon. Reports go out oldest first;
-    /// while the Panel cannot be reached the whole queue waits on one backoff, and once it
-    /// takes a report the rest follow at once, in order.
+    /// The delivery loop; runs for the life of the daemon. Reports go out oldest first:
+    /// whenever one is due the whole queue is sent in order, and while the Panel cannot be
+    /// reached the whole queue waits on one backoff.
     pub async fn run(self: Arc<Self>) {
         loop {
             let now = now_ms();
@@ -176,18 +176,12 @@ impl Notifier {
     }
 
     /// Delivers `queue` in order, stopping at the first report the Panel is not there to
-    /// take.
+    /// take. Afterwards every report left is due in the future: delivered ones are gone, a
+    /// 5xx reschedules its report, and an absent Panel reschedules them all.
     async fn deliver_in_order(&self, queue: Vec<Notification>) {
-        let mut delivered = false;
         for notification in queue {
-            match self.deliver(notification).await {
-                Delivery::Done => delivered = true,
-                Delivery::PanelAway => return,
-            }
-        }
-        if delivered {
-            if let Err(err) = self.registry.hurry_notifications(now_ms()) {
-                tracing::error!("cannot reschedule the Panel report queue: {err:#}");
+            if let Delivery::PanelAway = self.deliver(notification).await {
+                return;
             }
         }
     }
