@@ -25,10 +25,13 @@ fn delete_is_204_then_404() {
     let uuid = new_uuid();
     daemon.start_backup(SERVER, "wings", &uuid, "");
     daemon.wait_for_end(SERVER, &uuid);
+    let archive = node.backup_dir().join(format!("{uuid}.tar.gz"));
+    assert!(archive.is_file(), "the backup is stored before the delete");
     // Another server cannot delete it.
     assert_eq!(delete(&daemon, OTHER, &uuid).status, 404);
+    assert!(archive.is_file(), "a delete from another server leaves it");
     assert_eq!(delete(&daemon, SERVER, &uuid).status, 204);
-    assert!(!node.backup_dir().join(format!("{uuid}.tar.gz")).exists());
+    assert!(!archive.exists());
     let again = delete(&daemon, SERVER, &uuid);
     assert_eq!(again.status, 404);
     assert_eq!(

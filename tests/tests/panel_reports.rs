@@ -109,7 +109,16 @@ fn a_panel_that_is_down_at_completion_gets_the_report_when_it_is_back() {
     let pending = queued(&daemon);
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0]["backup"], uuid);
-    std::thread::sleep(std::time::Duration::from_secs(20));
+    // Several failed attempts (0.5 s, 1 s, 2 s backoff), polled rather than slept through.
+    let start = std::time::Instant::now();
+    while queued(&daemon)[0]["attempts"].as_u64().unwrap() < 4 {
+        assert!(
+            start.elapsed() < aerie_e2e::HANG_GUARD,
+            "{:?}",
+            queued(&daemon)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     assert!(
         node.backup_dir().join(format!("{uuid}.tar.gz")).is_file(),
         "the archive is kept"
