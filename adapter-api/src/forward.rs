@@ -11,16 +11,10 @@ use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
 
 use crate::abi::{HostLoggerBox, LogLevel};
-use crate::plugin::Adapter;
 
-/// A subscriber that forwards the events of adapter `A` (its own crate's events at any
-/// level the host wants, its dependencies' only at WARN and above) to `logger`.
-pub(crate) fn forwarding_dispatch<A: Adapter>(logger: HostLoggerBox) -> Dispatch {
-    let own_crate = std::any::type_name::<A>()
-        .split("::")
-        .next()
-        .unwrap_or_default()
-        .to_string();
+/// A subscriber that forwards the events of the adapter crate `own_crate` (at any level
+/// the host wants; its dependencies' only at WARN and above) to `logger`.
+pub(crate) fn forwarding_dispatch(logger: HostLoggerBox, own_crate: String) -> Dispatch {
     let max_level = logger.max_level();
     let layer = Forward {
         logger,

@@ -118,7 +118,13 @@ extern "C" fn new_adapter<A: Adapter>(
     host_json: RStr<'_>,
     logger: HostLoggerBox,
 ) -> abi_stable::std_types::RResult<StorageAdapterBox, AdapterError> {
-    let dispatch = forwarding_dispatch::<A>(logger);
+    // The adapter's crate, the first segment of its type's path: its events are its own.
+    let own_crate = std::any::type_name::<A>()
+        .split("::")
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let dispatch = forwarding_dispatch(logger, own_crate);
     // The first instance's logger also receives events from threads the adapter starts
     // itself (outside any call), since those see only the library's global default.
     static GLOBAL_SET: OnceLock<()> = OnceLock::new();

@@ -584,7 +584,7 @@ fn make_backup(
     let progress = &reporter.progress;
     // Opened once, never through a symlink: every later open is relative to it.
     let root = &ServerDir::open(root)?;
-    let rules = IgnoreRules::for_backup(root, &request.ignore);
+    let rules = IgnoreRules::for_backup(root.fd(), &request.ignore);
     let total = archive::measure_tree(root, &rules, cancelled);
     progress.bytes_total.store(total, Ordering::Relaxed);
     // The first event, at once: a progress bar appears with its honest total.

@@ -251,7 +251,7 @@ impl Config {
             bail!("token: must not be empty (it is the bearer token the Panel sends)");
         }
         for entry in &self.system.backups.restore_host_allowlist {
-            if let Err(err) = entry.parse::<crate::restore::fetch::AllowEntry>() {
+            if let Err(err) = entry.parse::<crate::allowlist::AllowEntry>() {
                 bail!("system.backups.restore_host_allowlist: {err}");
             }
         }

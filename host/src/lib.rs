@@ -3,6 +3,7 @@
 //!
 //! A backup request travels `http` → `backups` → `archive` → `plugins` (the adapter).
 
+pub mod allowlist;
 pub mod archive;
 pub mod backups;
 pub mod config;

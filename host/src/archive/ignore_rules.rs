@@ -4,13 +4,12 @@
 
 use std::fs::File;
 use std::io::Read;
+use std::os::fd::BorrowedFd;
 use std::path::Path;
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use rustix::fs::{openat, Mode, OFlags};
 use rustix::io::Errno;
-
-use super::walk::ServerDir;
 
 /// The largest `.pteroignore` read, as in Wings; a bigger one is skipped with a warning.
 pub const PTEROIGNORE_MAX_BYTES: u64 = 32 * 1024;
@@ -47,7 +46,7 @@ impl IgnoreRules {
 
     /// The rules for a backup of `root`: `request_ignore` when it has any pattern, otherwise
     /// the server's `.pteroignore` (never followed through a symlink), otherwise none.
-    pub fn for_backup(root: &ServerDir, request_ignore: &str) -> Self {
+    pub fn for_backup(root: BorrowedFd<'_>, request_ignore: &str) -> Self {
         if !request_ignore.trim().is_empty() {
             return Self::parse(request_ignore);
         }
@@ -70,9 +69,9 @@ impl IgnoreRules {
 
 /// Reads `.pteroignore` in `root`: `None` if absent, an error if it is a symlink, not a
 /// regular file, unreadable or too large.
-fn read_pteroignore(root: &ServerDir) -> Result<Option<String>, String> {
+fn read_pteroignore(root: BorrowedFd<'_>) -> Result<Option<String>, String> {
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    let file = match openat(root.fd(), PTEROIGNORE, flags, Mode::empty()) {
+    let file = match openat(root, PTEROIGNORE, flags, Mode::empty()) {
         Ok(fd) => File::from(fd),
         Err(Errno::NOENT) => return Ok(None),
         Err(Errno::LOOP) => return Err("it is a symlink".into()),
@@ -98,6 +97,7 @@ fn read_pteroignore(root: &ServerDir) -> Result<Option<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
 
     /// (patterns, path, is_dir, ignored by git). File rows are re-checked against
     /// `git check-ignore` by `file_rows_agree_with_git`. Directory rows say whether git's
@@ -183,9 +183,10 @@ mod tests {
     fn the_request_wins_over_pteroignore_and_a_symlinked_one_is_not_followed() {
         let root = tempfile::tempdir().unwrap();
         std::fs::write(root.path().join(PTEROIGNORE), "*.log\n").unwrap();
-        let from_file = IgnoreRules::for_backup(&ServerDir::open(root.path()).unwrap(), "");
+        let from_file = IgnoreRules::for_backup(File::open(root.path()).unwrap().as_fd(), "");
         assert!(from_file.is_ignored(Path::new("a.log"), false));
-        let from_request = IgnoreRules::for_backup(&ServerDir::open(root.path()).unwrap(), "*.txt");
+        let from_request =
+            IgnoreRules::for_backup(File::open(root.path()).unwrap().as_fd(), "*.txt");
         assert!(!from_request.is_ignored(Path::new("a.log"), false));
         assert!(from_request.is_ignored(Path::new("a.txt"), false));
 
@@ -197,7 +198,7 @@ mod tests {
             root.path().join(PTEROIGNORE),
         )
         .unwrap();
-        let through_link = IgnoreRules::for_backup(&ServerDir::open(root.path()).unwrap(), "");
+        let through_link = IgnoreRules::for_backup(File::open(root.path()).unwrap().as_fd(), "");
         assert!(!through_link.is_ignored(Path::new("a.log"), false));
     }
 
@@ -207,7 +208,7 @@ mod tests {
         let mut text = "*.log\n".to_string();
         text.push_str(&"#\n".repeat(PTEROIGNORE_MAX_BYTES as usize));
         std::fs::write(root.path().join(PTEROIGNORE), text).unwrap();
-        let rules = IgnoreRules::for_backup(&ServerDir::open(root.path()).unwrap(), "");
+        let rules = IgnoreRules::for_backup(File::open(root.path()).unwrap().as_fd(), "");
         assert!(!rules.is_ignored(Path::new("a.log"), false));
     }
 }

@@ -41,17 +41,17 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ipnet::IpNet;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::CONTENT_TYPE;
 use reqwest::redirect;
 use tokio::sync::mpsc;
 use url::{Host, Url};
+
+pub use crate::allowlist::{AllowEntry, InvalidAllowEntry};
 
 /// The most redirects followed before a download is refused (as in upstream Wings).
 pub const MAX_REDIRECTS: usize = 10;
@@ -98,80 +98,6 @@ pub enum FetchError {
     /// Any other failure to resolve, connect or read; the text never includes the URL.
     #[error("The provided backup link could not be downloaded: {0}")]
     Network(String),
-}
-
-/// One entry of `system.backups.restore_host_allowlist`, parsed with [`FromStr`].
-///
-/// A `Host` entry matches that exact host name (case-insensitive, a trailing dot
-/// ignored, no wildcards) and then allows every address it resolves to. An `Ip` or
-/// `Net` entry allows that address or range whatever name led to it; IPv4-mapped IPv6
-/// addresses match their IPv4 form.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AllowEntry {
-    /// A host name, stored in lowercase ASCII (IDNA) form without a trailing dot.
-    Host(String),
-    /// A single address.
-    Ip(IpAddr),
-    /// A CIDR range, stored with its host bits cleared.
-    Net(IpNet),
-}
-
-/// An allowlist entry that is neither a host name, an IP address nor a CIDR range.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid restore_host_allowlist entry {0:?}: expected a host name, an IP address or a CIDR range"
-)]
-pub struct InvalidAllowEntry(pub String);
-
-impl FromStr for AllowEntry {
-    type Err = InvalidAllowEntry;
-
-    /// Parses `10.0.0.0/8`, `fd00::/8`, `192.168.1.5`, `::1`, `[::1]` or
-    /// `minio.internal`. Ports, paths, schemes and wildcards are refused rather than
-    /// silently never matching.
-    fn from_str(entry: &str) -> Result<Self, Self::Err> {
-        let invalid = || InvalidAllowEntry(entry.to_owned());
-        let trimmed = entry.trim();
-        if trimmed.contains('/') {
-            return trimmed
-                .parse::<IpNet>()
-                .map(|net| AllowEntry::Net(net.trunc()))
-                .map_err(|_| invalid());
-        }
-        if let Ok(ip) = trimmed.parse::<IpAddr>() {
-            return Ok(AllowEntry::Ip(ip));
-        }
-        if trimmed.contains('*') {
-            return Err(invalid());
-        }
-        match Host::parse(trimmed).map_err(|_| invalid())? {
-            Host::Ipv4(ip) => Ok(AllowEntry::Ip(ip.into())),
-            Host::Ipv6(ip) => Ok(AllowEntry::Ip(ip.into())),
-            Host::Domain(name) => {
-                let name = name.trim_end_matches('.');
-                if name.is_empty() {
-                    Err(invalid())
-                } else {
-                    Ok(AllowEntry::Host(name.to_owned()))
-                }
-            }
-        }
-    }
-}
-
-impl AllowEntry {
-    fn allows_host(&self, host: &str) -> bool {
-        matches!(self, AllowEntry::Host(name) if name.eq_ignore_ascii_case(host.trim_end_matches('.')))
-    }
-
-    fn allows_ip(&self, ip: IpAddr) -> bool {
-        let canonical = ip.to_canonical();
-        match self {
-            AllowEntry::Host(_) => false,
-            AllowEntry::Ip(allowed) => allowed.to_canonical() == canonical,
-            AllowEntry::Net(net) => net.contains(&canonical) || net.contains(&ip),
-        }
-    }
 }
 
 /// How a restore download may connect, and how long it may wait.

@@ -7,6 +7,7 @@ use std::io;
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
+use super::sys::FsSpace;
 use super::ExtractError;
 
 /// Space kept free on the server's filesystem, at least: a full disk stops the game server
@@ -30,15 +31,6 @@ const MAX_BYTES_BETWEEN_CHECKS: u64 = 64 * 1024 * 1024;
 /// inode and directory slot, about one filesystem block, so an archive of a million empty
 /// files is watched too.
 pub(super) const ENTRY_SPACE_BYTES: u64 = 4096;
-
-/// A filesystem's space, in bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FsSpace {
-    /// Free for the daemon (`f_bavail`).
-    pub available: u64,
-    /// The filesystem's size (`f_blocks`).
-    pub total: u64,
-}
 
 /// Asks the free space of the filesystem holding the server root (given as a descriptor):
 /// `fstatvfs`, or a simulated disk in tests.

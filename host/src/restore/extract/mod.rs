@@ -72,9 +72,10 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 
 use flate2::read::MultiGzDecoder;
 
+pub use budget::SpaceProbe;
 use budget::{Budget, ENTRY_SPACE_BYTES};
-pub use budget::{FsSpace, SpaceProbe};
 use dirs::{DirCache, Missing, PendingDirs};
+pub use sys::FsSpace;
 use sys::{
     chmod_fd, chown_at_nofollow, chown_fd, linkat, lstat_at, openat, set_times_at_nofollow,
     set_times_fd, symlinkat, unlinkat,

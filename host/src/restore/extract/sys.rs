@@ -147,15 +147,24 @@ pub(super) fn set_times_at_nofollow(
     .map(drop)
 }
 
+/// A filesystem's space, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsSpace {
+    /// Free for the daemon (`f_bavail`).
+    pub available: u64,
+    /// The filesystem's size (`f_blocks`).
+    pub total: u64,
+}
+
 /// Space on the filesystem holding `fd`, in bytes.
-pub(super) fn fs_space(fd: BorrowedFd<'_>) -> io::Result<super::budget::FsSpace> {
+pub(super) fn fs_space(fd: BorrowedFd<'_>) -> io::Result<FsSpace> {
     let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
     // SAFETY: `fd` is a valid descriptor and `stat` a writable statvfs, filled on success.
     cvt(unsafe { libc::fstatvfs(fd.as_raw_fd(), stat.as_mut_ptr()) })?;
     // SAFETY: fstatvfs succeeded, so it wrote the whole struct.
     let stat = unsafe { stat.assume_init() };
     let fragment = stat.f_frsize;
-    Ok(super::budget::FsSpace {
+    Ok(FsSpace {
         available: stat.f_bavail.saturating_mul(fragment),
         total: stat.f_blocks.saturating_mul(fragment),
     })
