@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
+/// Bytes in a MiB, the unit of Wings' rate limits.
+const MIB: u64 = 1024 * 1024;
+
 /// Where the embedded default keeps everything, relative to the working directory.
 pub const DEFAULT_DATA_FOLDER: &str = "aerie-data";
 
@@ -38,9 +41,20 @@ pub struct Config {
     /// bundled `wings` adapter from the folder of the `aerie` binary.
     #[serde(default)]
     pub plugins: Option<PathBuf>,
+    /// Wings behind aerie on this node: every request aerie does not serve itself is passed
+    /// to it. Unset means standalone: aerie serves only the backup API.
+    #[serde(default)]
+    pub upstream: Option<Upstream>,
     /// Wings' keys that aerie reads without using; accepted so Wings configs load.
     #[serde(skip)]
     pub ignored_keys: Vec<String>,
+}
+
+/// `upstream.*`: where Wings listens when aerie stands in front of it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Upstream {
+    /// Wings' base URL on this node, e.g. `http://127.0.0.1:8081`.
+    pub url: String,
 }
 
 /// `remote_query.*`.
@@ -82,6 +96,23 @@ pub struct Api {
     /// Seconds a websocket may stay open without a valid token before it is closed.
     #[serde(default = "default_websocket_auth_timeout")]
     pub websocket_auth_timeout: u64,
+    /// `api.ssl.*`: HTTPS on the API port.
+    #[serde(default)]
+    pub ssl: Ssl,
+}
+
+/// `api.ssl.*`, as Wings reads it: PEM files laid out as Let's Encrypt lays them out.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Ssl {
+    /// Serve HTTPS instead of HTTP.
+    #[serde(default)]
+    pub enabled: bool,
+    /// The certificate chain (`fullchain.pem`: the node's certificate first).
+    #[serde(default)]
+    pub cert: PathBuf,
+    /// The certificate's private key (`privkey.pem`).
+    #[serde(default)]
+    pub key: PathBuf,
 }
 
 impl Default for Api {
@@ -92,6 +123,7 @@ impl Default for Api {
             read_timeout: default_read_timeout(),
             max_connections: default_max_connections(),
             websocket_auth_timeout: default_websocket_auth_timeout(),
+            ssl: Ssl::default(),
         }
     }
 }
@@ -181,7 +213,7 @@ fn default_backup_directory() -> PathBuf {
 }
 
 /// `system.backups.*`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct Backups {
     /// Compressed bytes per second, in MiB; 0 or unset means unlimited.
     #[serde(default)]
@@ -199,18 +231,39 @@ pub struct Backups {
     /// Most bytes of file content one restore may write; 0 or unset means no limit.
     #[serde(default)]
     pub restore_max_bytes: Option<u64>,
+    /// Seconds a restore waits for Wings to stop the server before it fails, when aerie
+    /// stands in front of Wings (Wings' own `WaitForStop` allows 120).
+    #[serde(default = "default_restore_stop_timeout")]
+    pub restore_stop_timeout: u64,
+}
+
+impl Default for Backups {
+    fn default() -> Self {
+        Self {
+            write_limit: None,
+            compression_level: CompressionLevel::default(),
+            compression_threads: None,
+            restore_host_allowlist: Vec::new(),
+            restore_max_bytes: None,
+            restore_stop_timeout: default_restore_stop_timeout(),
+        }
+    }
+}
+
+fn default_restore_stop_timeout() -> u64 {
+    120
 }
 
 /// Wings' three compression settings.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CompressionLevel {
-    /// Stored, not compressed (gzip level 0).
+    /// Stored, not compressed (deflate's stored blocks).
     None,
-    /// Fast (gzip level 1), Wings' default.
+    /// Fast: ISA-L level 2 (about the size `pigz -1` makes); Wings' default.
     #[default]
     BestSpeed,
-    /// Small (gzip level 9).
+    /// Small: libdeflate level 8 (smaller than `pigz -9`).
     BestCompression,
 }
 
@@ -283,6 +336,37 @@ impl Config {
                 bail!("remote: {remote:?} is not an http:// or https:// URL");
             }
         }
+        if let Some(upstream) = &self.upstream {
+            let url = &upstream.url;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("upstream.url: {url:?} is not an http:// or https:// URL");
+            }
+        }
+        if self.api.ssl.enabled {
+            if self.api.ssl.cert.as_os_str().is_empty() {
+                bail!("api.ssl.cert: must name the certificate chain (PEM) when ssl is enabled");
+            }
+            if self.api.ssl.key.as_os_str().is_empty() {
+                bail!("api.ssl.key: must name the private key (PEM) when ssl is enabled");
+            }
+        }
+        if self.system.backups.restore_stop_timeout == 0 {
+            bail!("system.backups.restore_stop_timeout: must be at least 1 second");
+        }
+        for (key, mib) in [
+            (
+                "system.backups.write_limit",
+                self.system.backups.write_limit,
+            ),
+            ("system.backup_write_limit", self.system.backup_write_limit),
+        ] {
+            if mib.is_some_and(|mib| mib.checked_mul(MIB).is_none()) {
+                bail!(
+                    "{key}: {} MiB/s is more than can be counted in bytes",
+                    mib.unwrap_or(0)
+                );
+            }
+        }
         Ok(())
     }
 
@@ -310,6 +394,7 @@ impl Config {
                 ..System::default()
             },
             plugins: None,
+            upstream: None,
             ignored_keys: Vec::new(),
         })
     }
@@ -343,7 +428,7 @@ impl Config {
             .write_limit
             .or(self.system.backup_write_limit)
             .filter(|&mib| mib > 0)
-            .map(|mib| mib * 1024 * 1024)
+            .map(|mib| mib.saturating_mul(MIB))
     }
 }
 
@@ -380,7 +465,7 @@ mod tests {
     fn a_wings_config_loads_and_its_unused_keys_are_reported() {
         let config = Config::parse(
             "debug: false\nuuid: abc\ntoken_id: id1\ntoken: secret\n\
-             api:\n  host: 127.0.0.1\n  port: 9090\n  ssl:\n    enabled: false\n\
+             api:\n  host: 127.0.0.1\n  port: 9090\n  ssl:\n    enabled: false\n  disable_remote_download: true\n\
              system:\n  data: /srv/volumes\n  sftp:\n    bind_port: 2022\n\
              \x20 backups:\n    write_limit: 5\n    compression_level: best_compression\n",
         )
@@ -394,7 +479,12 @@ mod tests {
         assert_eq!(config.write_limit_bytes(), Some(5 * 1024 * 1024));
         assert_eq!(
             config.ignored_keys,
-            vec!["api.ssl", "debug", "system.sftp", "uuid"]
+            vec![
+                "api.disable_remote_download",
+                "debug",
+                "system.sftp",
+                "uuid"
+            ]
         );
     }
 
@@ -431,6 +521,42 @@ mod tests {
             let err = Config::parse(&format!("token: x\napi:\n  {key}: 0\n")).unwrap_err();
             assert!(err.to_string().starts_with(&format!("api.{key}:")), "{err}");
         }
+    }
+
+    #[test]
+    fn absurd_rate_limits_are_refused_naming_the_key() {
+        let err =
+            Config::parse("token: x\nsystem:\n  backups:\n    write_limit: 18446744073709551615\n")
+                .unwrap_err();
+        assert!(
+            err.to_string().starts_with("system.backups.write_limit:"),
+            "{err}"
+        );
+        let err =
+            Config::parse("token: x\nsystem:\n  backup_write_limit: 17592186044416\n").unwrap_err();
+        assert!(
+            err.to_string().starts_with("system.backup_write_limit:"),
+            "{err}"
+        );
+        let config =
+            Config::parse("token: x\nsystem:\n  backup_write_limit: 17592186044415\n").unwrap();
+        assert_eq!(config.write_limit_bytes(), Some(17592186044415 * MIB));
+    }
+
+    #[test]
+    fn ssl_and_upstream_are_read_and_checked() {
+        let config = Config::parse(
+            "token: x\napi:\n  ssl:\n    enabled: true\n    cert: /etc/le/fullchain.pem\n    key: /etc/le/privkey.pem\nupstream:\n  url: http://127.0.0.1:8081\n",
+        )
+        .unwrap();
+        assert!(config.api.ssl.enabled);
+        assert_eq!(config.api.ssl.key, PathBuf::from("/etc/le/privkey.pem"));
+        assert_eq!(config.upstream.unwrap().url, "http://127.0.0.1:8081");
+        assert_eq!(config.system.backups.restore_stop_timeout, 120);
+        let err = Config::parse("token: x\napi:\n  ssl:\n    enabled: true\n").unwrap_err();
+        assert!(err.to_string().starts_with("api.ssl.cert:"), "{err}");
+        let err = Config::parse("token: x\nupstream:\n  url: 127.0.0.1:8081\n").unwrap_err();
+        assert!(err.to_string().starts_with("upstream.url:"), "{err}");
     }
 
     #[test]
