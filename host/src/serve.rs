@@ -45,6 +45,17 @@ pub struct ConnectionSlot {
     _place: Arc<OwnedSemaphorePermit>,
 }
 
+/// Who is at the other end of a request's connection, for what is passed on to Wings
+/// (`X-Forwarded-For`, `X-Forwarded-Proto`) and for logs. Every request carries it as an
+/// extension.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientConnection {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Whether the connection is HTTPS.
+    pub tls: bool,
+}
+
 /// Serves `router` on `listener` until `shutdown` completes, then stops accepting, lets
 /// requests in flight finish (for at most [`SHUTDOWN_GRACE`]) and returns.
 ///
@@ -161,13 +172,14 @@ async fn serve_connection(
     }
     // A TLS handshake, when there is one, goes here (under `limits.read_timeout`, holding
     // the same place): the stream it yields is served as the plain one is.
-    serve_http(stream, peer, router, limits, slot, stopped).await;
+    let client = ClientConnection { peer, tls: false };
+    serve_http(stream, client, router, limits, slot, stopped).await;
 }
 
 /// Serves HTTP/1 (and upgrades) on `io`, a plain or TLS stream.
 async fn serve_http<I>(
     io: I,
-    peer: SocketAddr,
+    client: ClientConnection,
     router: Router,
     limits: Limits,
     slot: ConnectionSlot,
@@ -177,6 +189,7 @@ async fn serve_http<I>(
 {
     let service = router.map_request(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(slot.clone());
+        request.extensions_mut().insert(client);
         request
     });
     let mut builder = http1::Builder::new();
@@ -196,6 +209,6 @@ async fn serve_http<I>(
         }
     };
     if let Err(err) = result {
-        tracing::debug!(%peer, "connection ended: {err}");
+        tracing::debug!(peer = %client.peer, "connection ended: {err}");
     }
 }
