@@ -23,6 +23,7 @@ use crate::events::{websocket, EventBus};
 use crate::registry::Registry;
 use crate::restore::{RestoreError, RestoreRequest, Restores};
 use crate::serve::ConnectionSlot;
+use crate::upstream::Wings;
 
 /// The largest JSON body read: a backup request's `ignore` list or a restore's
 /// `download_url` (a presigned S3 URL is about 2 KiB) fit many times over.
@@ -60,6 +61,8 @@ pub struct AppState {
     pub read_timeout: Duration,
     /// How long a websocket may stay without a valid token (`api.websocket_auth_timeout`).
     pub websocket_auth_timeout: Duration,
+    /// Wings behind aerie, when `upstream:` is set; `None` in standalone mode.
+    pub upstream: Option<Arc<Wings>>,
 }
 
 /// An error answer: a status and Wings' `{"error": "..."}` body.

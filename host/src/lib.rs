@@ -17,6 +17,7 @@ pub mod rate_limit;
 pub mod registry;
 pub mod restore;
 pub mod serve;
+pub mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,7 @@ use crate::plugins::Adapters;
 use crate::registry::Registry;
 use crate::restore::fetch::FetchPolicy;
 use crate::restore::{RestoreSettings, Restores};
+use crate::upstream::Wings;
 
 /// Runs the daemon until SIGINT or SIGTERM: loads the adapters, opens the registry,
 /// recovers from an earlier stop, serves HTTP, and on shutdown stops running backups.
@@ -70,6 +72,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     let adapters = Arc::new(adapters);
+    let upstream = config
+        .upstream
+        .as_ref()
+        .map(|upstream| Arc::new(Wings::new(&upstream.url, &config.token)));
     let locks = Arc::new(ServerLocks::default());
     let backups = Arc::new(Backups::new(
         config.system.data.clone(),
@@ -123,6 +129,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         started_at,
         read_timeout: Duration::from_secs(config.api.read_timeout),
         websocket_auth_timeout: Duration::from_secs(config.api.websocket_auth_timeout),
+        upstream: upstream.clone(),
     });
     let address = format!("{}:{}", config.api.host, config.api.port);
     let listener = tokio::net::TcpListener::bind(&address)

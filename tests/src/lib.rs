@@ -17,6 +17,7 @@ pub mod panel;
 pub mod s3;
 pub mod tree;
 pub mod websocket;
+pub mod wings;
 
 /// How long a test waits for a backup to end before it calls the daemon hung.
 pub const HANG_GUARD: Duration = Duration::from_secs(300);
