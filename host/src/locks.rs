@@ -41,6 +41,15 @@ impl ServerLocks {
         Ok(self.guard(server))
     }
 
+    /// Whether `server` is being restored now (from the restore request until it ended):
+    /// what refuses power actions for it in front of Wings.
+    pub fn is_restoring(&self, server: &str) -> bool {
+        matches!(
+            self.busy.lock().expect("locks").get(server),
+            Some(Activity::Restore)
+        )
+    }
+
     /// Claims `server` for a restore, unless anything else runs on it.
     pub fn try_restore(self: &Arc<Self>, server: &str) -> Result<ServerGuard, Activity> {
         let mut busy = self.busy.lock().expect("locks");
@@ -83,6 +92,8 @@ mod tests {
         assert_eq!(locks.try_restore("s1").err(), Some(Activity::Backups(2)));
         let other = locks.try_restore("s2").unwrap();
         assert_eq!(locks.try_backup("s2").err(), Some(Activity::Restore));
+        assert!(locks.is_restoring("s2"));
+        assert!(!locks.is_restoring("s1"));
         drop((first, second, other));
         let restore = locks.try_restore("s1").unwrap();
         assert_eq!(locks.try_restore("s1").err(), Some(Activity::Restore));

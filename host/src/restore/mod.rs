@@ -126,6 +126,11 @@ impl Restores {
         }
     }
 
+    /// Whether `server` is being restored now (from the request until the restore ended).
+    pub fn is_restoring(&self, server: &str) -> bool {
+        self.locks.is_restoring(server)
+    }
+
     /// Stops running restores at their next entry (at daemon shutdown).
     pub fn stop_all(&self) {
         self.stopping.store(true, Ordering::Relaxed);
