@@ -12,6 +12,7 @@ pub mod events;
 pub mod http;
 pub mod jwt;
 pub mod locks;
+pub mod net_policy;
 pub mod plugins;
 pub mod rate_limit;
 pub mod registry;
