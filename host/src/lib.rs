@@ -15,6 +15,7 @@ pub mod locks;
 pub mod net_policy;
 pub mod plugins;
 pub mod rate_limit;
+pub mod read_ahead;
 pub mod registry;
 pub mod restore;
 pub mod serve;

@@ -43,14 +43,14 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use futures_util::TryStreamExt;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::redirect;
-use tokio::sync::mpsc;
 use url::Url;
 
 use crate::allowlist::AllowEntry;
 use crate::net_policy::{check_url, GuardedResolver, Refused};
+use crate::read_ahead::{self, ChunkReader};
 
 /// The most redirects followed before a download is refused (as in upstream Wings).
 pub const MAX_REDIRECTS: usize = 10;
@@ -214,83 +214,16 @@ impl Download {
     ///
     /// The reader blocks, so it must not be read from inside an async task: use it on
     /// a `spawn_blocking` thread or another thread outside the runtime.
-    pub fn into_blocking_reader(self, handle: tokio::runtime::Handle) -> BlockingBody {
-        let (tx, rx) = mpsc::channel(READ_AHEAD_CHUNKS);
-        handle.spawn(pump(self.response, tx));
-        BlockingBody {
-            rx,
-            chunk: Bytes::new(),
-            finished: false,
-        }
-    }
-}
-
-/// The body of a [`Download`] as a blocking [`io::Read`]; see
-/// [`Download::into_blocking_reader`].
-#[derive(Debug)]
-pub struct BlockingBody {
-    rx: mpsc::Receiver<Piece>,
-    chunk: Bytes,
-    finished: bool,
-}
-
-/// What the pump task sends to the blocking reader.
-#[derive(Debug)]
-enum Piece {
-    Data(Bytes),
-    End,
-    Failed(FetchError),
-}
-
-impl io::Read for BlockingBody {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        while self.chunk.is_empty() {
-            if self.finished {
-                return Ok(0);
-            }
-            match self.rx.blocking_recv() {
-                Some(Piece::Data(data)) => self.chunk = data,
-                Some(Piece::End) => self.finished = true,
-                Some(Piece::Failed(err)) => {
-                    let kind = match err {
-                        FetchError::Timeout => io::ErrorKind::TimedOut,
-                        _ => io::ErrorKind::Other,
-                    };
-                    return Err(io::Error::new(kind, err));
-                }
-                None => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        FetchError::Network("the download stopped before its end".to_owned()),
-                    ))
-                }
-            }
-        }
-        let n = buf.len().min(self.chunk.len());
-        buf[..n].copy_from_slice(&self.chunk[..n]);
-        self.chunk = self.chunk.slice(n..);
-        Ok(n)
-    }
-}
-
-/// Moves the body into the channel until its end, an error, or the reader going away.
-async fn pump(mut response: reqwest::Response, tx: mpsc::Sender<Piece>) {
-    loop {
-        let piece = tokio::select! {
-            chunk = response.chunk() => match chunk {
-                Ok(Some(data)) => Piece::Data(data),
-                Ok(None) => Piece::End,
-                Err(err) => Piece::Failed(fetch_error(err)),
-            },
-            () = tx.closed() => return,
-        };
-        let last = !matches!(piece, Piece::Data(_));
-        if tx.send(piece).await.is_err() || last {
-            return;
-        }
+    pub fn into_blocking_reader(self, handle: tokio::runtime::Handle) -> ChunkReader {
+        let body = self.response.bytes_stream().map_err(|err| {
+            let err = fetch_error(err);
+            let kind = match err {
+                FetchError::Timeout => io::ErrorKind::TimedOut,
+                _ => io::ErrorKind::Other,
+            };
+            io::Error::new(kind, err)
+        });
+        read_ahead::spawn_stream(&handle, body, READ_AHEAD_CHUNKS)
     }
 }
 
