@@ -307,4 +307,3 @@ mod tests {
         assert_eq!(result, (b"abcdef".to_vec(), ErrorKind::TimedOut));
     }
 }
-
