@@ -6,7 +6,6 @@
 
 pub mod gzip;
 mod ignore_rules;
-mod isal;
 mod output;
 mod tree;
 mod walk;

@@ -68,7 +68,6 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender};
 
 use flate2::read::MultiGzDecoder;
 
@@ -81,6 +80,8 @@ use sys::{
     set_times_fd, symlinkat, unlinkat,
 };
 use tar_stream::{Entry, StreamError, TarReader};
+
+use crate::read_ahead::{self, ChunkReader};
 
 /// Mode bits restored from the archive: permissions and sticky, without setuid and setgid.
 const KEPT_MODE_BITS: u32 = 0o1777;
@@ -267,76 +268,18 @@ pub fn extract_archive_at<R: Read + Send>(
     // Inflating and unpacking overlap: one thread gunzips while this one writes files, so
     // a restore takes about the longer of the two rather than their sum.
     std::thread::scope(|scope| {
-        let (chunks, inflated) = mpsc::sync_channel(INFLATED_CHUNKS_AHEAD);
-        scope.spawn(move || inflate(compressed, chunks));
-        let reader = InflatedReader {
-            chunks: inflated,
-            chunk: Vec::new(),
-            at: 0,
-        };
-        unpack(reader, &mut extractor, on_entry, cancelled)
+        let (chunks, inflated) = read_ahead::channel(INFLATED_CHUNKS_AHEAD);
+        let decoder = MultiGzDecoder::new(compressed);
+        scope.spawn(move || chunks.send_from_reader(decoder, INFLATED_CHUNK_BYTES, None));
+        unpack(inflated.into_reader(), &mut extractor, on_entry, cancelled)
     })?;
     Ok(extractor.summary)
-}
-
-/// Gunzips `compressed` into chunks sent to the unpacking thread; stops early when that
-/// thread has gone (the restore failed).
-fn inflate<R: Read>(compressed: R, chunks: SyncSender<io::Result<Vec<u8>>>) {
-    let mut decoder = MultiGzDecoder::new(compressed);
-    loop {
-        let mut chunk = vec![0; INFLATED_CHUNK_BYTES];
-        let read = loop {
-            match decoder.read(&mut chunk) {
-                Err(err) if err.kind() == ErrorKind::Interrupted => continue,
-                other => break other,
-            }
-        };
-        let message = match read {
-            Ok(0) => return,
-            Ok(n) => {
-                chunk.truncate(n);
-                Ok(chunk)
-            }
-            Err(err) => Err(err),
-        };
-        let failed = message.is_err();
-        if chunks.send(message).is_err() || failed {
-            return;
-        }
-    }
-}
-
-/// The decompressed stream, read from the inflating thread's chunks.
-struct InflatedReader {
-    chunks: Receiver<io::Result<Vec<u8>>>,
-    chunk: Vec<u8>,
-    at: usize,
-}
-
-impl Read for InflatedReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.at == self.chunk.len() {
-            match self.chunks.recv() {
-                Ok(Ok(chunk)) => {
-                    self.chunk = chunk;
-                    self.at = 0;
-                }
-                Ok(Err(err)) => return Err(err),
-                // The inflating thread ended without error: the end of the stream.
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.chunk.len() - self.at);
-        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
 }
 
 /// Unpacks every entry of the decompressed tar stream, then reads the rest of the stream
 /// (so every gzip CRC is checked) and applies the last directory modes and mtimes.
 fn unpack(
-    reader: InflatedReader,
+    reader: ChunkReader,
     extractor: &mut Extractor<'_>,
     on_entry: &mut dyn FnMut(&Path),
     cancelled: &AtomicBool,

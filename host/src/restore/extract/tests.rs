@@ -17,6 +17,7 @@ fn time(n: i64) -> (i64, u32) {
 fn set_mtime(path: &Path, (secs, nanos): (i64, u32)) {
     let name = CString::new(path.as_os_str().as_bytes()).unwrap();
     let times = Mtime { secs, nanos }.timespecs();
+    // SAFETY: `name` is a NUL-terminated path and `times` two live timespecs for the call.
     let result = unsafe {
         libc::utimensat(
             libc::AT_FDCWD,
@@ -365,6 +366,7 @@ fn drops_setuid_and_setgid_but_keeps_sticky() {
 
 #[test]
 fn chowns_everything_it_creates() {
+    // SAFETY: geteuid takes nothing and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("not root: chown cannot be checked");
         return;
