@@ -151,7 +151,13 @@ fn a_running_server_is_stopped_first_and_restored_once_offline() {
         std::fs::read(root.join(RESTORED)).unwrap(),
         b"the world".to_vec()
     );
-    // The stop came first, and nothing was written until the server was offline.
+    // The stop came first, and nothing was written until the server was offline (waited
+    // for here, so that a restore that did not wait shows what the stand-in saw).
+    let start = Instant::now();
+    while wings.power.state(SERVER) != "offline" {
+        assert!(start.elapsed() < HANG_GUARD, "{:?}", wings.power.records());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(
         wings.power.records(),
         vec![
