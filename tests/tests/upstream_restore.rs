@@ -59,11 +59,16 @@ fn looks(root: &Path) -> &'static str {
 
 /// Restores `uuid` with truncation, and returns the frames up to `backup restore completed`.
 fn restore(node: &Node, daemon: &Daemon, uuid: &str) -> Vec<Frame> {
+    restore_from(node, daemon, uuid, "")
+}
+
+/// [`restore`] from `download_url` (none when empty).
+fn restore_from(node: &Node, daemon: &Daemon, uuid: &str, download_url: &str) -> Vec<Frame> {
     let mut socket = daemon.watch(node, SERVER);
     let reply = daemon.post_restore(
         SERVER,
         uuid,
-        &json!({"adapter": "wings", "truncate_directory": true, "download_url": ""}),
+        &json!({"adapter": "wings", "truncate_directory": true, "download_url": download_url}),
     );
     assert_eq!(reply.status, 202, "{reply:?}\n{}", daemon.log());
     socket.recv_until("backup restore completed")
@@ -121,13 +126,59 @@ fn assert_failed_untouched(
     assert_eq!(restore_report(panel, uuid), json!({"successful": false}));
 }
 
+/// Serves `body` once per connection as `application/x-gzip` on 127.0.0.1, as S3 serves a
+/// presigned link; returns the link.
+fn serve_archive(body: Vec<u8>) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/backup.tar.gz",
+        listener.local_addr().unwrap().port()
+    );
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/x-gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+    url
+}
+
 #[test]
 fn a_running_server_is_stopped_first_and_restored_once_offline() {
+    stopped_first_then_restored(false);
+}
+
+#[test]
+fn a_restore_from_a_link_also_waits_for_the_stop_with_its_download_open() {
+    stopped_first_then_restored(true);
+}
+
+/// A running server that takes a while to stop is stopped, and restored once offline, from
+/// a local backup or (with `link`) from a download link opened before the wait.
+fn stopped_first_then_restored(link: bool) {
     let wings = WingsStandIn::start("test-node-token-0123456789");
     let panel = PanelStandIn::start("test", "test-node-token-0123456789");
-    let node = node(&panel, &wings.url(), 30);
+    let mut node = node(&panel, &wings.url(), 30);
+    node.system_extra
+        .push_str("    restore_host_allowlist: [\"127.0.0.1\"]\n");
     let uuid = new_uuid();
     let root = prepare(&node, &uuid);
+    let (download_url, described) = if link {
+        let archive = node.backup_dir().join(format!("{uuid}.tar.gz"));
+        let url = serve_archive(std::fs::read(&archive).unwrap());
+        std::fs::remove_file(&archive).unwrap();
+        (url, "S3 backup")
+    } else {
+        (String::new(), "local backup")
+    };
     // Stopping takes a while, as a game server saving its world does; the stand-in looks
     // at the server directory the moment it goes offline.
     wings
@@ -139,10 +190,10 @@ fn a_running_server_is_stopped_first_and_restored_once_offline() {
         .on_offline(SERVER, move || looks(&probed).into());
     let daemon = node.start();
 
-    let frames = restore(&node, &daemon, &uuid);
+    let frames = restore_from(&node, &daemon, &uuid, &download_url);
     assert_eq!(
         outcome(&frames),
-        "Completed server restoration from local backup.",
+        format!("Completed server restoration from {described}."),
         "{}",
         daemon.log()
     );

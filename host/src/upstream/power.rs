@@ -26,6 +26,10 @@ const WINGS_MAX_WAIT_SECONDS: u64 = 300;
 /// Most bytes of an error body read from Wings: its `{"error": "..."}` bodies are a line.
 const MAX_ERROR_BODY: usize = 4096;
 
+/// Most bytes of Wings' server details read: they carry the server's configuration (its
+/// environment, mounts, allocations), a few KiB; far more is not Wings.
+const MAX_DETAILS_BODY: usize = 1024 * 1024;
+
 /// Wings' state of a server that is stopped (environment.ProcessOfflineState).
 const OFFLINE: &str = "offline";
 
@@ -48,9 +52,9 @@ pub enum StopError {
         /// The `error` of Wings' body, or the body itself.
         message: String,
     },
-    /// Wings' answer about the server's state had no `state`.
+    /// Wings' answer about the server's state was not its details with a `state`.
     #[error("Wings' answer about the server's state could not be read")]
-    StateUnreadable(#[source] reqwest::Error),
+    StateUnreadable(#[source] serde_json::Error),
     /// No connection to Wings, or no answer in time.
     #[error("Wings could not be reached at {url}")]
     Unreachable {
@@ -152,13 +156,10 @@ async fn stop_then_poll(
             let message = error_message(response).await;
             return Err(StopError::StateRefused { status, message });
         }
-        let details: Details = response.json().await.map_err(|e| {
-            if e.is_decode() {
-                StopError::StateUnreadable(e)
-            } else {
-                unreachable(e)
-            }
-        })?;
+        let body = read_at_most(response, MAX_DETAILS_BODY)
+            .await
+            .map_err(unreachable)?;
+        let details: Details = serde_json::from_slice(&body).map_err(StopError::StateUnreadable)?;
         if details.state == OFFLINE {
             tracing::info!("Wings reports the server offline");
             return Ok(());
@@ -171,17 +172,25 @@ async fn stop_then_poll(
     }
 }
 
-/// The `error` of Wings' `{"error": "..."}` body, or the start of the body as text.
-async fn error_message(response: reqwest::Response) -> String {
+/// The first `limit` bytes of `response`'s body.
+async fn read_at_most(response: reqwest::Response, limit: usize) -> reqwest::Result<Vec<u8>> {
     let mut body = Vec::new();
     let mut stream = response.bytes_stream();
-    while let Some(Ok(chunk)) = stream.next().await {
-        let room = MAX_ERROR_BODY - body.len();
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() == MAX_ERROR_BODY {
+    while body.len() < limit {
+        let Some(chunk) = stream.next().await.transpose()? else {
             break;
-        }
+        };
+        let room = limit - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
     }
+    Ok(body)
+}
+
+/// The `error` of Wings' `{"error": "..."}` body, or the start of the body as text.
+async fn error_message(response: reqwest::Response) -> String {
+    let body = read_at_most(response, MAX_ERROR_BODY)
+        .await
+        .unwrap_or_default();
     let parsed = serde_json::from_slice::<serde_json::Value>(&body).ok();
     match parsed.as_ref().and_then(|v| v["error"].as_str()) {
         Some(error) => error.to_string(),
