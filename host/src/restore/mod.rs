@@ -211,22 +211,18 @@ impl Restores {
         let described = source.describe();
         tracing::info!(source = %described, truncate, "restore started");
         let started = Instant::now();
-        let outcome = match self.stop_server_first(&server).await {
-            Ok(()) => {
-                let handle = tokio::runtime::Handle::current();
-                let span = tracing::Span::current();
-                let this = self.clone();
-                let (job_server, job_uuid) = (server.clone(), uuid.clone());
-                tokio::task::spawn_blocking(move || {
-                    span.in_scope(|| {
-                        this.restore(&job_server, &root, &job_uuid, truncate, source, handle)
-                    })
-                })
-                .await
-                .unwrap_or_else(|e| Err(anyhow::anyhow!("the restore task failed: {e}")))
-            }
-            Err(err) => Err(err),
-        };
+        let stopped = self.stop_server_first(&server).await;
+        let handle = tokio::runtime::Handle::current();
+        let span = tracing::Span::current();
+        let this = self.clone();
+        let (job_server, job_uuid) = (server.clone(), uuid.clone());
+        let outcome = tokio::task::spawn_blocking(move || {
+            // A server that could not be stopped first is not touched.
+            stopped?;
+            span.in_scope(|| this.restore(&job_server, &root, &job_uuid, truncate, source, handle))
+        })
+        .await
+        .unwrap_or_else(|e| Err(anyhow::anyhow!("the restore task failed: {e}")));
         let message = match &outcome {
             Ok(summary) => {
                 tracing::info!(
