@@ -74,6 +74,7 @@ pub enum StopError {
     },
 }
 
+/// The end of [`StopError::DidNotStop`]'s message: what Wings said last.
 fn last_seen(state: &Option<String>) -> String {
     match state {
         Some(state) => format!("Wings last reported it {state:?}"),
@@ -213,5 +214,27 @@ mod tests {
             err.to_string(),
             "the server did not stop within 2 s (Wings last reported it \"stopping\")"
         );
+    }
+
+    fn answer(body: &'static str) -> reqwest::Response {
+        reqwest::Response::from(
+            axum::http::Response::builder()
+                .status(403)
+                .body(body)
+                .unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn wings_errors_are_read_from_their_json_or_as_text_and_bounded() {
+        let json = answer(r#"{"error":"You are not authorized to access this endpoint."}"#);
+        assert_eq!(
+            error_message(json).await,
+            "You are not authorized to access this endpoint."
+        );
+        assert_eq!(error_message(answer(" bad gateway\n")).await, "bad gateway");
+        assert_eq!(error_message(answer("")).await, "no error message");
+        let huge: &'static str = "x".repeat(3 * MAX_ERROR_BODY).leak();
+        assert_eq!(error_message(answer(huge)).await.len(), MAX_ERROR_BODY);
     }
 }
