@@ -110,6 +110,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 allowlist,
                 ..FetchPolicy::default()
             },
+            upstream: upstream.clone(),
+            stop_timeout: Duration::from_secs(config.system.backups.restore_stop_timeout),
         },
     ));
     backups.recover_interrupted().await?;

@@ -5,7 +5,8 @@
 //! untar into the server root. Wings truncates first and loses the server's files when the
 //! backup turns out to be missing. The root is opened once, with `O_NOFOLLOW`, and emptied
 //! and filled through that descriptor. A running restore is recorded in the registry, so
-//! one cut off by a crash or a stop is reported failed at the next start.
+//! one cut off by a crash or a stop is reported failed at the next start. In front of Wings,
+//! the server is stopped through Wings before anything in its directory is touched.
 
 pub mod empty;
 pub mod extract;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::backups::Backups;
@@ -28,6 +30,7 @@ use crate::locks::{Activity, ServerGuard, ServerLocks};
 use crate::plugins::Adapter;
 use crate::rate_limit::RateLimiter;
 use crate::registry::Registry;
+use crate::upstream::{power, Wings};
 use extract::{ExtractOptions, ExtractProgress};
 use fetch::{Download, FetchError, FetchPolicy};
 
@@ -73,6 +76,10 @@ pub struct RestoreSettings {
     pub max_bytes: Option<u64>,
     /// What a `download_url` may reach.
     pub fetch_policy: FetchPolicy,
+    /// Wings behind aerie (`upstream:`), which must stop the server first; `None` alone.
+    pub upstream: Option<Arc<Wings>>,
+    /// How long Wings may take to stop it (`system.backups.restore_stop_timeout`).
+    pub stop_timeout: Duration,
 }
 
 /// Where a restore reads the archive from.
@@ -103,6 +110,8 @@ pub struct Restores {
     settings: RestoreSettings,
     /// Set at shutdown: running restores stop between entries.
     stopping: AtomicBool,
+    /// Cancelled at shutdown: a restore waiting for Wings to stop the server gives up.
+    shutdown: CancellationToken,
 }
 
 impl Restores {
@@ -123,6 +132,7 @@ impl Restores {
             notifier,
             settings,
             stopping: AtomicBool::new(false),
+            shutdown: CancellationToken::new(),
         }
     }
 
@@ -134,6 +144,7 @@ impl Restores {
     /// Stops running restores at their next entry (at daemon shutdown).
     pub fn stop_all(&self) {
         self.stopping.store(true, Ordering::Relaxed);
+        self.shutdown.cancel();
     }
 
     /// Checks the source of backup `uuid` and starts restoring it into `root` in the
@@ -200,11 +211,14 @@ impl Restores {
         let described = source.describe();
         tracing::info!(source = %described, truncate, "restore started");
         let started = Instant::now();
+        let stopped = self.stop_server_first(&server).await;
         let handle = tokio::runtime::Handle::current();
         let span = tracing::Span::current();
         let this = self.clone();
         let (job_server, job_uuid) = (server.clone(), uuid.clone());
         let outcome = tokio::task::spawn_blocking(move || {
+            // A server that could not be stopped first is not touched.
+            stopped?;
             span.in_scope(|| this.restore(&job_server, &root, &job_uuid, truncate, source, handle))
         })
         .await
@@ -230,6 +244,24 @@ impl Restores {
             .publish(&server, Event::new("backup restore completed", ""));
         self.end(&uuid, &server, outcome.is_ok());
         drop(guard);
+    }
+
+    /// In front of Wings, has Wings stop `server` and waits until it is offline, before
+    /// anything in its directory is touched; alone, the operator stops it (README).
+    async fn stop_server_first(&self, server: &str) -> anyhow::Result<()> {
+        let Some(wings) = &self.settings.upstream else {
+            return Ok(());
+        };
+        let stopped = tokio::select! {
+            stopped = power::stop_and_wait(wings, server, self.settings.stop_timeout) => stopped,
+            () = self.shutdown.cancelled() => {
+                anyhow::bail!("the daemon is shutting down; nothing was restored")
+            }
+        };
+        stopped.map_err(|err| {
+            anyhow::Error::new(err)
+                .context("the server could not be stopped first, so nothing was restored")
+        })
     }
 
     /// Forgets the running restore and queues its report, in one transaction.
