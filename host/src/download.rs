@@ -12,7 +12,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
 
-use crate::backups::{is_canonical_uuid, Backups};
+use crate::backups::Backups;
+use crate::ids::is_canonical_uuid;
 use crate::jwt::{self, unix_now, JwtError};
 use crate::read_ahead;
 use crate::registry::Registry;

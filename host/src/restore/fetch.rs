@@ -43,9 +43,11 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::TryStreamExt;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt, TryStreamExt};
 use reqwest::header::CONTENT_TYPE;
 use reqwest::redirect;
+use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::allowlist::AllowEntry;
@@ -208,13 +210,18 @@ pub async fn open_download(url: &str, policy: &FetchPolicy) -> Result<Download, 
 
 impl Download {
     /// Turns the body into a [`std::io::Read`] for the blocking thread that unpacks the
-    /// archive. A task on `handle` reads ahead a few chunks; dropping the reader stops
-    /// it. Read errors are [`io::Error`]s wrapping a [`FetchError`] (kind `TimedOut`
-    /// for a stall), and a body cut short is an error, never an early end of file.
+    /// archive. A task on `handle` reads ahead a few chunks; dropping the reader or
+    /// cancelling `cancel` stops it (the reader then fails). Read errors are
+    /// [`io::Error`]s wrapping a [`FetchError`] (kind `TimedOut` for a stall), and a body
+    /// cut short is an error, never an early end of file.
     ///
     /// The reader blocks, so it must not be read from inside an async task: use it on
     /// a `spawn_blocking` thread or another thread outside the runtime.
-    pub fn into_blocking_reader(self, handle: tokio::runtime::Handle) -> ChunkReader {
+    pub fn into_blocking_reader(
+        self,
+        handle: tokio::runtime::Handle,
+        cancel: CancellationToken,
+    ) -> ChunkReader {
         let body = self.response.bytes_stream().map_err(|err| {
             let err = fetch_error(err);
             let kind = match err {
@@ -223,8 +230,24 @@ impl Download {
             };
             io::Error::new(kind, err)
         });
-        read_ahead::spawn_stream(&handle, body, READ_AHEAD_CHUNKS)
+        read_ahead::spawn_stream(&handle, until_cancelled(body, cancel), READ_AHEAD_CHUNKS)
     }
+}
+
+/// `body` until `cancel`, which ends it with an error (never a clean end: a body cut
+/// short between two gzip members would otherwise look like a whole archive). Noticed even
+/// while the server sends nothing.
+fn until_cancelled(
+    body: impl Stream<Item = io::Result<Bytes>> + Send + 'static,
+    cancel: CancellationToken,
+) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    futures_util::stream::unfold((Box::pin(body), cancel), |(mut body, cancel)| async move {
+        let item = tokio::select! {
+            item = body.next() => item?,
+            () = cancel.cancelled() => Err(io::Error::other("the download was cancelled")),
+        };
+        Some((item, (body, cancel)))
+    })
 }
 
 /// Whether a `Content-Type` value names a gzip media type, parameters ignored.
@@ -388,7 +411,8 @@ mod tests {
 
     async fn fetch(url: &str, policy: &FetchPolicy) -> Result<Vec<u8>, FetchError> {
         let download = open_download(url, policy).await?;
-        let mut reader = download.into_blocking_reader(tokio::runtime::Handle::current());
+        let mut reader = download
+            .into_blocking_reader(tokio::runtime::Handle::current(), CancellationToken::new());
         let body = tokio::task::spawn_blocking(move || {
             let mut body = Vec::new();
             reader.read_to_end(&mut body).map(|_| body)
@@ -412,7 +436,8 @@ mod tests {
     }
 
     fn blocking_read_error(download: Download) -> tokio::task::JoinHandle<io::Error> {
-        let mut reader = download.into_blocking_reader(tokio::runtime::Handle::current());
+        let mut reader = download
+            .into_blocking_reader(tokio::runtime::Handle::current(), CancellationToken::new());
         tokio::task::spawn_blocking(move || {
             let mut sink = Vec::new();
             reader.read_to_end(&mut sink).unwrap_err()
@@ -647,7 +672,8 @@ mod tests {
             .unwrap();
         assert_eq!(download.content_length, Some(LEN as u64));
 
-        let mut reader = download.into_blocking_reader(tokio::runtime::Handle::current());
+        let mut reader = download
+            .into_blocking_reader(tokio::runtime::Handle::current(), CancellationToken::new());
         let body = tokio::task::spawn_blocking(move || {
             // Odd-sized reads, so chunks are split across calls.
             let mut body = Vec::with_capacity(LEN);

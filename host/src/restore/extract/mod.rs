@@ -52,7 +52,7 @@
 //!   of the root's filesystem is looked at as the restore goes (see [`budget`]): the restore
 //!   stops with [`ExtractError::TooLarge`] or [`ExtractError::DiskFull`] before either is
 //!   passed.
-//! - **Streaming**: `cancelled` is checked between entries and every few MiB. After the
+//! - **Streaming**: `cancel` is checked between entries and every few MiB. After the
 //!   last entry the rest of the stream is read, so that every gzip member's CRC is verified
 //!   and a corrupt or truncated archive fails the restore.
 
@@ -67,9 +67,10 @@ use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use flate2::read::MultiGzDecoder;
+use tokio_util::sync::CancellationToken;
 
 pub use budget::SpaceProbe;
 use budget::{Budget, ENTRY_SPACE_BYTES};
@@ -228,7 +229,7 @@ pub fn extract_archive<R: Read + Send>(
     options: &ExtractOptions,
     progress: &ExtractProgress,
     on_entry: &mut dyn FnMut(&Path),
-    cancelled: &AtomicBool,
+    cancel: &CancellationToken,
 ) -> Result<ExtractSummary, ExtractError> {
     let root_fd = File::open(root)
         .and_then(|file| {
@@ -242,7 +243,7 @@ pub fn extract_archive<R: Read + Send>(
             root: root.to_path_buf(),
             source,
         })?;
-    extract_archive_at(compressed, root_fd, options, progress, on_entry, cancelled)
+    extract_archive_at(compressed, root_fd, options, progress, on_entry, cancel)
 }
 
 /// [`extract_archive`] into the directory open as `root_fd`, never resolving the root's
@@ -253,13 +254,13 @@ pub fn extract_archive_at<R: Read + Send>(
     options: &ExtractOptions,
     progress: &ExtractProgress,
     on_entry: &mut dyn FnMut(&Path),
-    cancelled: &AtomicBool,
+    cancel: &CancellationToken,
 ) -> Result<ExtractSummary, ExtractError> {
     let mut extractor = Extractor {
         dirs: DirCache::new(root_fd, options.owner),
         owner: options.owner,
         progress,
-        cancelled,
+        cancel,
         pending: PendingDirs::default(),
         budget: Budget::new(options.max_bytes, options.space.clone()),
         summary: ExtractSummary::default(),
@@ -271,7 +272,7 @@ pub fn extract_archive_at<R: Read + Send>(
         let (chunks, inflated) = read_ahead::channel(INFLATED_CHUNKS_AHEAD);
         let decoder = MultiGzDecoder::new(compressed);
         scope.spawn(move || chunks.send_from_reader(decoder, INFLATED_CHUNK_BYTES, None));
-        unpack(inflated.into_reader(), &mut extractor, on_entry, cancelled)
+        unpack(inflated.into_reader(), &mut extractor, on_entry, cancel)
     })?;
     Ok(extractor.summary)
 }
@@ -282,12 +283,12 @@ fn unpack(
     reader: ChunkReader,
     extractor: &mut Extractor<'_>,
     on_entry: &mut dyn FnMut(&Path),
-    cancelled: &AtomicBool,
+    cancel: &CancellationToken,
 ) -> Result<(), ExtractError> {
     let mut archive = TarReader::new(reader);
     let mut last: Option<String> = None;
     loop {
-        check_cancelled(cancelled)?;
+        check_cancelled(cancel)?;
         let entry = match archive.next_entry() {
             Ok(Some(entry)) => entry,
             Ok(None) => break,
@@ -330,8 +331,8 @@ fn stream_error(err: StreamError, last: &Option<String>) -> ExtractError {
     }
 }
 
-fn check_cancelled(cancelled: &AtomicBool) -> Result<(), ExtractError> {
-    if cancelled.load(Ordering::Relaxed) {
+fn check_cancelled(cancel: &CancellationToken) -> Result<(), ExtractError> {
+    if cancel.is_cancelled() {
         Err(ExtractError::Cancelled)
     } else {
         Ok(())
@@ -370,7 +371,7 @@ struct Extractor<'a> {
     dirs: DirCache,
     owner: Option<(u32, u32)>,
     progress: &'a ExtractProgress,
-    cancelled: &'a AtomicBool,
+    cancel: &'a CancellationToken,
     pending: PendingDirs,
     budget: Budget,
     summary: ExtractSummary,
@@ -567,7 +568,7 @@ impl Extractor<'_> {
             since_check += read as u64;
             if since_check >= CANCEL_CHECK_BYTES {
                 since_check = 0;
-                check_cancelled(self.cancelled)?;
+                check_cancelled(self.cancel)?;
             }
         }
         Ok(())
@@ -654,7 +655,7 @@ impl Extractor<'_> {
             }
             if since_check >= CANCEL_CHECK_BYTES {
                 since_check = 0;
-                check_cancelled(self.cancelled)?;
+                check_cancelled(self.cancel)?;
             }
         }
     }

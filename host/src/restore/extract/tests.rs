@@ -96,7 +96,7 @@ fn extract_with(
         options,
         &ExtractProgress::default(),
         &mut |_| {},
-        &AtomicBool::new(false),
+        &CancellationToken::new(),
     )
 }
 
@@ -276,7 +276,7 @@ fn gnu_tar_round_trip(format: &str, sparse: &[&str], with_nanos: bool) {
         &ExtractOptions::default(),
         &progress,
         &mut |path| seen.push(path.to_path_buf()),
-        &AtomicBool::new(false),
+        &CancellationToken::new(),
     )
     .unwrap();
     assert_eq!(
@@ -485,6 +485,13 @@ fn skips_special_files_and_global_headers() {
     assert_eq!(names, ["kept"]);
 }
 
+/// A token cancelled already.
+fn cancelled() -> CancellationToken {
+    let token = CancellationToken::new();
+    token.cancel();
+    token
+}
+
 #[test]
 fn stops_when_cancelled() {
     let sandbox = Sandbox::new();
@@ -495,7 +502,7 @@ fn stops_when_cancelled() {
         &ExtractOptions::default(),
         &ExtractProgress::default(),
         &mut |_| {},
-        &AtomicBool::new(true),
+        &cancelled(),
     )
     .unwrap_err();
     assert!(matches!(err, ExtractError::Cancelled));
@@ -1202,7 +1209,7 @@ fn sparse_round_trip(args: &[&str]) {
         &ExtractOptions::default(),
         &ExtractProgress::default(),
         &mut |_| {},
-        &AtomicBool::new(false),
+        &CancellationToken::new(),
     )
     .unwrap();
     let restored = sandbox.root.join("world.img");

@@ -1,27 +1,32 @@
-//! Backups as jobs: checking a request, reserving its uuid in the registry, running the
-//! archive pipeline on a blocking thread, and recording how it ended. Also what a restart
-//! finds: backups that were running when the daemon stopped are marked failed and their
-//! leftovers removed.
+//! Backups as jobs: checking a request, reserving its uuid in the registry, starting the job
+//! (see [`job`]) as a task of the daemon, cancelling it when it is deleted, and what a
+//! restart finds: backups that were running when the daemon stopped are marked failed and
+//! their leftovers removed.
+
+mod job;
+mod progress;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
-use aerie_adapter_api::host::LoadedAdapter;
-use aerie_adapter_api::{BackupInfo, ErrorKind, StoredBackup};
-use anyhow::anyhow;
+use aerie_adapter_api::{BackupInfo, ErrorKind};
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::archive::{self, ArchiveSettings, IgnoreRules, Progress, ServerDir, Written};
+use crate::archive::{ArchiveSettings, Progress};
 use crate::events::panel::Notifier;
-use crate::events::{self, EventBus, ProgressGate, PROGRESS_EVERY};
-use crate::locks::{ServerGuard, ServerLocks};
+use crate::events::{self, EventBus};
+use crate::ids::{is_canonical_uuid, is_safe_server_id};
+use crate::locks::ServerLocks;
 use crate::plugins::{Adapter, Adapters};
 use crate::registry::{BackupRecord, NewNotification, Registry, ReserveError, State};
+use crate::tasks::{CancellationToken, TaskGroup};
+use job::Job;
 
 /// What the Panel asks for: `POST /api/servers/{server}/backup`.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -78,23 +83,13 @@ pub struct BackupStatus {
 struct RunningJob {
     /// How far it has come.
     progress: Arc<Progress>,
-    /// Set to stop it (at shutdown, or when it is deleted); the pipeline checks it between
-    /// entries and chunks, then aborts its sink.
-    cancelled: Arc<AtomicBool>,
-    /// Turns true once the job has ended and recorded how.
-    ended: watch::Receiver<bool>,
-}
-
-/// Everything one backup job works with.
-struct Job {
-    server: String,
-    root: PathBuf,
-    request: BackupRequest,
-    adapter: Arc<Adapter>,
-    progress: Arc<Progress>,
-    cancelled: Arc<AtomicBool>,
-    /// Keeps restores off the server until the archive is made.
-    server_guard: ServerGuard,
+    /// Cancelled to stop it (when it is deleted; a child of the daemon's token, so shutdown
+    /// cancels it too); the pipeline checks it between entries and chunks, then aborts its
+    /// sink.
+    cancel: CancellationToken,
+    /// Tracks the job's task alone: its `wait` returns once the job has ended and recorded
+    /// how.
+    ended: TaskTracker,
 }
 
 /// All backups of this node: the registry, the running jobs and the way to start one.
@@ -115,32 +110,15 @@ pub struct Backups {
     notifier: Option<Arc<Notifier>>,
     /// Jobs running now, by backup uuid.
     running: Mutex<HashMap<String, RunningJob>>,
-    /// Each job holds a clone; when every clone is gone after shutdown began, all jobs have
-    /// ended (mini-redis' shutdown pattern).
-    jobs_alive: Mutex<Option<mpsc::Sender<()>>>,
-    /// Receives `None` once all jobs have ended.
-    jobs_done: tokio::sync::Mutex<mpsc::Receiver<()>>,
-}
-
-/// A server id as it may appear in a path: letters, digits, `-`, `_`, `.`, not starting with
-/// a dot. Anything else (a `/`, `..`) can never name a server directory.
-pub fn is_safe_server_id(server: &str) -> bool {
-    !server.is_empty()
-        && server.len() <= 128
-        && !server.starts_with('.')
-        && server
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-/// True for a canonical (lowercase, hyphenated) UUID, the form the Panel sends.
-pub fn is_canonical_uuid(text: &str) -> bool {
-    uuid::Uuid::try_parse(text).is_ok_and(|u| u.hyphenated().to_string() == text)
+    /// The daemon's tasks: every job runs as one of them, under a child token.
+    tasks: TaskGroup,
 }
 
 impl Backups {
     /// The backups of this node, over `registry` and `adapters`, publishing to `events`,
-    /// sharing servers through `locks` and reporting through `notifier`.
+    /// sharing servers through `locks`, reporting through `notifier` and running each job
+    /// as one of `tasks`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         data_directory: PathBuf,
         settings: ArchiveSettings,
@@ -149,8 +127,8 @@ impl Backups {
         events: Arc<EventBus>,
         locks: Arc<ServerLocks>,
         notifier: Option<Arc<Notifier>>,
+        tasks: TaskGroup,
     ) -> Self {
-        let (alive, done) = mpsc::channel(1);
         Self {
             data_directory,
             settings,
@@ -160,8 +138,7 @@ impl Backups {
             locks,
             notifier,
             running: Mutex::new(HashMap::new()),
-            jobs_alive: Mutex::new(Some(alive)),
-            jobs_done: tokio::sync::Mutex::new(done),
+            tasks,
         }
     }
 
@@ -197,13 +174,13 @@ impl Backups {
         if stored.is_ok() {
             return Err(StartError::Conflict(request.uuid, "stored"));
         }
-        let alive = self
-            .jobs_alive
-            .lock()
-            .expect("jobs lock")
-            .clone()
+        // Held from here until the job is a tracked task: a shutdown that begins meanwhile
+        // still waits for this job to end and record how.
+        let place = self
+            .tasks
+            .enter()
             .ok_or_else(|| StartError::Internal("the daemon is shutting down".into()))?;
-        let guard = self
+        let server_guard = self
             .locks
             .try_backup(server)
             .map_err(|_| StartError::Restoring)?;
@@ -217,132 +194,34 @@ impl Backups {
             }
             Err(ReserveError::Database(e)) => return Err(StartError::Internal(e)),
         }
-        let (ended_tx, ended) = watch::channel(false);
-        let job = RunningJob {
+        let running = RunningJob {
             progress: Arc::new(Progress::default()),
-            cancelled: Arc::new(AtomicBool::new(false)),
-            ended,
+            cancel: self.tasks.child_token(),
+            ended: TaskTracker::new(),
         };
-        let (progress, cancelled) = (job.progress.clone(), job.cancelled.clone());
-        self.running
-            .lock()
-            .expect("jobs lock")
-            .insert(request.uuid.clone(), job);
         let span = tracing::info_span!("backup", backup = %request.uuid, server = %server);
-        let this = self.clone();
-        let server = server.to_string();
-        tokio::spawn(
-            async move {
-                let job = Job {
-                    server,
-                    root,
-                    request,
-                    adapter,
-                    progress,
-                    cancelled,
-                    server_guard: guard,
-                };
-                this.run(job).await;
-                let _ = ended_tx.send(true);
-                drop(alive);
-            }
-            .instrument(span),
-        );
-        Ok(())
-    }
-
-    async fn run(&self, job: Job) {
-        let Job {
-            server,
+        let uuid = request.uuid.clone();
+        let job = Job {
+            server: server.to_string(),
             root,
             request,
             adapter,
-            progress,
-            cancelled,
+            progress: running.progress.clone(),
+            cancel: running.cancel.clone(),
             server_guard,
-        } = job;
-        tracing::info!(adapter = %adapter.name, root = %root.display(), "backup started");
-        let uuid = request.uuid.clone();
-        self.events
-            .publish(&server, events::backup_started(&uuid, &adapter.name));
-        let started = Instant::now();
-        let reporter = Arc::new(ProgressReporter::new(
-            self.events.clone(),
-            &server,
-            &uuid,
-            progress.clone(),
-        ));
-        let (stop_ticking, ticker) = reporter.clone().tick();
-        let settings = self.settings;
-        let job_reporter = reporter.clone();
-        let job_server = server.clone();
-        let outcome = adapter
-            .run(move |a| {
-                // A panic in the pipeline still ends the job (failed, recorded, reported),
-                // rather than leaving it `running` until the next start.
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    make_backup(
-                        a,
-                        &job_server,
-                        &request,
-                        &root,
-                        settings,
-                        &job_reporter,
-                        &cancelled,
-                    )
-                }))
-                .unwrap_or_else(|_| Err(anyhow!("an internal error (a panic) stopped the backup")))
-            })
-            .await;
-        let _ = stop_ticking.send(());
-        let _ = ticker.await;
-        // The server is free again before anyone can see the backup has ended.
-        drop(server_guard);
-        let bytes_done = progress.bytes_done.load(Ordering::Relaxed);
-        let report_path = format!("/backups/{uuid}");
-        let (recorded, completed) = match &outcome {
-            Ok((written, stored)) => {
-                tracing::info!(
-                    checksum = %written.sha1,
-                    size = written.size,
-                    key = %stored.key,
-                    bytes_done,
-                    seconds = started.elapsed().as_secs_f64(),
-                    "backup completed"
-                );
-                let report = events::backup_report(Some((written, stored)));
-                let recorded = self.registry.complete(
-                    &uuid,
-                    &written.sha1,
-                    written.size,
-                    bytes_done,
-                    self.report_for(uuid.as_str(), report_path.as_str(), report.as_str()),
-                );
-                (recorded, events::backup_completed(&uuid, Some(written)))
-            }
-            Err(err) => {
-                let reason = format!("{err:#}");
-                tracing::error!(reason = %reason, "backup failed");
-                let report = events::backup_report(None);
-                let recorded = self.registry.fail(
-                    &uuid,
-                    &reason,
-                    bytes_done,
-                    self.report_for(uuid.as_str(), report_path.as_str(), report.as_str()),
-                );
-                (recorded, events::backup_completed(&uuid, None))
-            }
         };
-        if let Err(err) = recorded {
-            tracing::error!("cannot record how the backup ended: {err:#}");
-        }
-        if let Some(notifier) = &self.notifier {
-            notifier.wake();
-        }
-        for event in completed {
-            self.events.publish(&server, event);
-        }
-        self.running.lock().expect("jobs lock").remove(&uuid);
+        let this = self.clone();
+        let task = running
+            .ended
+            .track_future(async move { this.run(job).await }.instrument(span));
+        running.ended.close();
+        self.running
+            .lock()
+            .expect("jobs lock")
+            .insert(uuid, running);
+        self.tasks.spawn(task);
+        drop(place);
+        Ok(())
     }
 
     /// Where backup `uuid` of `server` is stored: the adapter the registry recorded, or,
@@ -381,13 +260,13 @@ impl Backups {
         let running = {
             let running = self.running.lock().expect("jobs lock");
             running.get(uuid).map(|job| {
-                job.cancelled.store(true, Ordering::Relaxed);
+                job.cancel.cancel();
                 job.ended.clone()
             })
         };
-        if let Some(mut ended) = running {
+        if let Some(ended) = running {
             tracing::info!(backup = %uuid, server = %server, "cancelling the running backup to delete it");
-            let _ = ended.wait_for(|ended| *ended).await;
+            ended.wait().await;
         }
         let stored = self.locate(server, uuid).await?;
         if let Some((adapter, _)) = &stored {
@@ -499,132 +378,4 @@ impl Backups {
         }
         Ok(())
     }
-
-    /// Stops every running backup (each aborts its sink and is recorded as failed) and waits
-    /// for them to end; new backups are refused from now on.
-    pub async fn shut_down(&self) {
-        self.jobs_alive.lock().expect("jobs lock").take();
-        for job in self.running.lock().expect("jobs lock").values() {
-            job.cancelled.store(true, Ordering::Relaxed);
-        }
-        let _ = self.jobs_done.lock().await.recv().await;
-    }
-}
-
-/// Publishes `backup progress` for one backup, as its [`ProgressGate`] allows.
-struct ProgressReporter {
-    events: Arc<EventBus>,
-    server: String,
-    uuid: String,
-    progress: Arc<Progress>,
-    gate: ProgressGate,
-}
-
-impl ProgressReporter {
-    fn new(events: Arc<EventBus>, server: &str, uuid: &str, progress: Arc<Progress>) -> Self {
-        Self {
-            events,
-            server: server.to_string(),
-            uuid: uuid.to_string(),
-            progress,
-            gate: ProgressGate::default(),
-        }
-    }
-
-    /// Publishes the current progress if it changed and the last event is old enough.
-    fn publish(&self) {
-        let done = self.progress.bytes_done.load(Ordering::Relaxed);
-        let total = self.progress.bytes_total.load(Ordering::Relaxed);
-        if self.gate.admit(done) {
-            self.events.publish(
-                &self.server,
-                events::backup_progress(&self.uuid, done, total),
-            );
-        }
-    }
-
-    /// Publishes on a timer until the returned sender fires; await the handle to be sure
-    /// the last event is out.
-    fn tick(
-        self: Arc<Self>,
-    ) -> (
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<()>,
-    ) {
-        let (stop, mut stopped) = tokio::sync::oneshot::channel();
-        let handle = tokio::spawn(async move {
-            let mut interval = tokio::time::interval(PROGRESS_EVERY);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = interval.tick() => {
-                        if self.gate.opened() {
-                            self.publish();
-                        }
-                    }
-                    _ = &mut stopped => break,
-                }
-            }
-        });
-        (stop, handle)
-    }
-}
-
-/// The whole backup on a blocking thread: measure the tree, open the sink, stream the
-/// archive into it, then finish it, or abort it on any error so nothing partial is left.
-fn make_backup(
-    adapter: &LoadedAdapter,
-    server: &str,
-    request: &BackupRequest,
-    root: &std::path::Path,
-    settings: ArchiveSettings,
-    reporter: &ProgressReporter,
-    cancelled: &AtomicBool,
-) -> anyhow::Result<(Written, StoredBackup)> {
-    let progress = &reporter.progress;
-    // Opened once, never through a symlink: every later open is relative to it.
-    let root = &ServerDir::open(root)?;
-    let rules = IgnoreRules::for_backup(root.fd(), &request.ignore);
-    let total = archive::measure_tree(root, &rules, cancelled);
-    progress.bytes_total.store(total, Ordering::Relaxed);
-    // The first event, at once: a progress bar appears with its honest total.
-    reporter.publish();
-    let mut sink = adapter
-        .begin_backup(server, &request.uuid)
-        .map_err(|e| anyhow!("storage could not start the backup: {e}"))?;
-    let written =
-        match archive::write_archive(root, &rules, settings, &mut sink, progress, cancelled) {
-            Ok(written) => written,
-            Err(err) => {
-                if let Err(abort_err) = sink.abort() {
-                    tracing::warn!("the storage could not discard the partial backup: {abort_err}");
-                }
-                let full = err.chain().find_map(|cause| {
-                    cause
-                        .downcast_ref::<std::io::Error>()
-                        .filter(|io| io.kind() == std::io::ErrorKind::StorageFull)
-                });
-                return Err(match full {
-                    Some(cause) => storage_full(cause),
-                    None => err,
-                });
-            }
-        };
-    let stored = sink.finish(&written.sha1, written.size).map_err(|e| {
-        if e.kind == ErrorKind::STORAGE_FULL {
-            storage_full(&e)
-        } else {
-            anyhow!("storage could not complete the backup: {e}")
-        }
-    })?;
-    Ok((written, stored))
-}
-
-/// A backup's error when the storage ran out of room: said first, with the storage's own
-/// words (which name where), and what to do.
-fn storage_full(cause: &dyn std::fmt::Display) -> anyhow::Error {
-    anyhow!(
-        "the backup storage is full: {cause}; the partial archive was discarded. Free space \
-         there, or store backups elsewhere, and try again"
-    )
 }
