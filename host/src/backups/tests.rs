@@ -280,7 +280,7 @@ async fn a_shutdown_ends_a_running_job_as_failed_before_it_returns() {
     let writer = hold.held().await;
     let tasks = node.tasks.clone();
     let stopping = tokio::spawn(async move { tasks.stop().await });
-    until(|| node.tasks.is_stopping()).await;
+    until(|| node.tasks.enter().is_none()).await;
     assert!(!stopping.is_finished(), "the stop waits for the job");
     drop(writer);
     stopping.await.unwrap();
