@@ -14,7 +14,7 @@ use anyhow::anyhow;
 use super::progress::ProgressReporter;
 use super::{BackupRequest, Backups};
 use crate::archive::{self, ArchiveSettings, IgnoreRules, Progress, ServerDir, Written};
-use crate::events;
+use crate::events::{self, reports};
 use crate::locks::ServerGuard;
 use crate::plugins::Adapter;
 use crate::tasks::CancellationToken;
@@ -89,7 +89,6 @@ impl Backups {
         // The server is free again before anyone can see the backup has ended.
         drop(server_guard);
         let bytes_done = progress.bytes_done.load(Ordering::Relaxed);
-        let report_path = format!("/backups/{uuid}");
         let (recorded, completed) = match &outcome {
             Ok((written, stored)) => {
                 tracing::info!(
@@ -100,26 +99,23 @@ impl Backups {
                     seconds = started.elapsed().as_secs_f64(),
                     "backup completed"
                 );
-                let report = events::backup_report(Some((written, stored)));
+                let report = reports::backup(&uuid, Some((written, stored)));
                 let recorded = self.registry.complete(
                     &uuid,
                     &written.sha1,
                     written.size,
                     bytes_done,
-                    self.report_for(uuid.as_str(), report_path.as_str(), report.as_str()),
+                    self.report_for(&uuid, &report),
                 );
                 (recorded, events::backup_completed(&uuid, Some(written)))
             }
             Err(err) => {
                 let reason = format!("{err:#}");
                 tracing::error!(reason = %reason, "backup failed");
-                let report = events::backup_report(None);
-                let recorded = self.registry.fail(
-                    &uuid,
-                    &reason,
-                    bytes_done,
-                    self.report_for(uuid.as_str(), report_path.as_str(), report.as_str()),
-                );
+                let report = reports::backup(&uuid, None);
+                let recorded =
+                    self.registry
+                        .fail(&uuid, &reason, bytes_done, self.report_for(&uuid, &report));
                 (recorded, events::backup_completed(&uuid, None))
             }
         };

@@ -20,7 +20,8 @@ use tracing::Instrument;
 
 use crate::archive::{ArchiveSettings, Progress};
 use crate::events::panel::Notifier;
-use crate::events::{self, EventBus};
+use crate::events::reports::{self, Report};
+use crate::events::EventBus;
 use crate::ids::{is_canonical_uuid, is_safe_server_id};
 use crate::locks::ServerLocks;
 use crate::plugins::{Adapter, Adapters};
@@ -284,13 +285,10 @@ impl Backups {
     }
 
     /// The report to queue about backup `uuid`, or `None` when there is no Panel to tell.
-    fn report_for<'a>(
-        &self,
-        uuid: &'a str,
-        path: &'a str,
-        body: &'a str,
-    ) -> Option<NewNotification<'a>> {
-        self.notifier.as_ref().map(|_| (uuid, path, body))
+    fn report_for<'a>(&self, uuid: &'a str, report: &'a Report) -> Option<NewNotification<'a>> {
+        self.notifier
+            .as_ref()
+            .map(|_| (uuid, report.path.as_str(), report.body.as_str()))
     }
 
     /// The status of backup `uuid` of `server`, if known.
@@ -346,13 +344,12 @@ impl Backups {
                 tracing::warn!(
                     "the daemon stopped while this backup was running; marking it failed"
                 );
-                let report = events::backup_report(None);
-                let path = format!("/backups/{}", record.uuid);
+                let report = reports::backup(&record.uuid, None);
                 self.registry.fail(
                     &record.uuid,
                     "the daemon stopped while the backup was running",
                     record.bytes_done,
-                    self.report_for(record.uuid.as_str(), path.as_str(), report.as_str()),
+                    self.report_for(&record.uuid, &report),
                 )?;
                 match self.adapters.get(&record.adapter) {
                     Some(adapter) => {

@@ -20,12 +20,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use tracing::Instrument;
 
 use crate::backups::Backups;
 use crate::events::panel::Notifier;
-use crate::events::{Event, EventBus, ProgressGate};
+use crate::events::{self, reports, EventBus, ProgressGate};
 use crate::locks::{Activity, ServerGuard, ServerLocks};
 use crate::plugins::Adapter;
 use crate::rate_limit::RateLimiter;
@@ -260,10 +259,9 @@ impl Restores {
                 format!("Server restoration from {described} failed: {err:#}")
             }
         };
-        self.events
-            .publish(&server, Event::new("daemon message", message));
-        self.events
-            .publish(&server, Event::new("backup restore completed", ""));
+        for event in events::restore_completed(message) {
+            self.events.publish(&server, event);
+        }
         self.end(&uuid, &server, outcome.is_ok());
         drop(guard);
     }
@@ -292,12 +290,11 @@ impl Restores {
 
     /// Forgets the running restore and queues its report, in one transaction.
     fn end(&self, uuid: &str, server: &str, successful: bool) {
-        let body = json!({ "successful": successful }).to_string();
-        let path = format!("/backups/{uuid}/restore");
+        let report = reports::restore(uuid, successful);
         let report = self
             .notifier
             .as_ref()
-            .map(|_| (uuid, path.as_str(), body.as_str()));
+            .map(|_| (uuid, report.path.as_str(), report.body.as_str()));
         if let Err(err) = self.registry.end_restore(uuid, server, report) {
             tracing::error!("cannot record the end of the restore: {err:#}");
         }
@@ -422,10 +419,9 @@ impl RestoreReporter<'_> {
         if !self.gate.admit(read) {
             return;
         }
-        let arg = json!({"uuid": self.uuid, "bytes_done": read, "bytes_total": self.total});
         self.events.publish(
             self.server,
-            Event::progress("backup restore progress", self.uuid, arg.to_string()),
+            events::restore_progress(self.uuid, read, self.total),
         );
     }
 }
@@ -475,10 +471,8 @@ impl<'a> ConsoleLines<'a> {
         }
         if self.sent < ENTRY_MESSAGES_PER_SECOND {
             self.sent += 1;
-            self.events.publish(
-                self.server,
-                Event::transient("daemon message", format!("(restoring): {}", path.display())),
-            );
+            self.events
+                .publish(self.server, events::restoring_entry(path));
         }
     }
 }
