@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::Ssl;
 
 /// How often the files are checked for a change. certbot renews a month before expiry, so
-/// minutes would do; a few seconds costs four `stat` calls and lets an operator see a
+/// minutes would do; a few seconds costs a few `stat` calls and lets an operator see a
 /// swapped certificate at once.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(3);
 
