@@ -307,3 +307,58 @@ impl FileState {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two files with the same content and modification time, as a renewal that happened to
+    /// produce them would look to a check of size and time alone.
+    fn twins(dir: &Path) -> (PathBuf, PathBuf) {
+        let (a, b) = (dir.join("fullchain1.pem"), dir.join("fullchain2.pem"));
+        std::fs::write(&a, "same bytes\n").unwrap();
+        std::fs::write(&b, "same bytes\n").unwrap();
+        let modified = std::fs::metadata(&a).unwrap().modified().unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&b)
+            .unwrap()
+            .set_modified(modified)
+            .unwrap();
+        (a, b)
+    }
+
+    #[test]
+    fn a_symlink_pointed_at_another_file_is_a_change_even_with_the_same_size_and_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, b) = twins(dir.path());
+        let link = dir.path().join("fullchain.pem");
+        std::os::unix::fs::symlink("fullchain1.pem", &link).unwrap();
+        let before = FileState::of(&link).unwrap();
+        // certbot's swap: a new link renamed over the old one.
+        std::os::unix::fs::symlink("fullchain2.pem", dir.path().join("new")).unwrap();
+        std::fs::rename(dir.path().join("new"), &link).unwrap();
+        let after = FileState::of(&link).unwrap();
+        assert_ne!(before, after);
+        assert_eq!(after.canonical, std::fs::canonicalize(b).unwrap());
+        assert_eq!((before.size, before.modified), (after.size, after.modified));
+    }
+
+    #[test]
+    fn a_file_renamed_over_the_configured_one_is_a_change_even_with_the_same_size_and_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = twins(dir.path());
+        let before = FileState::of(&a).unwrap();
+        std::fs::rename(&b, &a).unwrap();
+        let after = FileState::of(&a).unwrap();
+        assert_ne!(before, after);
+        assert_eq!(before.canonical, after.canonical);
+    }
+
+    #[test]
+    fn an_unchanged_file_is_not_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, _) = twins(dir.path());
+        assert_eq!(FileState::of(&a).unwrap(), FileState::of(&a).unwrap());
+    }
+}

@@ -6,11 +6,12 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aerie_e2e::tls::{client_config, https_client, ssl_config, TlsConnection};
 use aerie_e2e::websocket::{connect_tls, token};
-use aerie_e2e::{new_uuid, Daemon, Node};
+use aerie_e2e::{aerie_binary, new_uuid, target_dir, Daemon, Node};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
     SerialNumber,
@@ -308,13 +309,22 @@ fn a_missing_or_bad_certificate_stops_start_up_naming_the_file() {
     let other_key = node.dir.path().join("other-key.pem");
     std::fs::write(&other_key, ca.leaf("other.example.com", 2).key_pem).unwrap();
     node.api_extra = ssl_config(&cert, &other_key);
-    let line = node.refusal();
-    assert_eq!(
-        line,
-        format!(
-            "aerie: api.ssl.key {}: does not match the certificate in {}",
-            other_key.display(),
-            cert.display()
-        )
+    let mismatch = format!(
+        "aerie: api.ssl.key {}: does not match the certificate in {}",
+        other_key.display(),
+        cert.display()
     );
+    assert_eq!(node.refusal(), mismatch);
+
+    // `aerie check` tries the pair too.
+    let check = Command::new(aerie_binary())
+        .arg("--config")
+        .arg(node.write_config())
+        .arg("check")
+        .env("AERIE_ADAPTER_DIR", target_dir())
+        .output()
+        .unwrap();
+    assert!(!check.status.success());
+    let printed = String::from_utf8_lossy(&check.stderr);
+    assert!(printed.lines().any(|line| line == mismatch), "{printed}");
 }
