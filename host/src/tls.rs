@@ -64,11 +64,7 @@ impl Tls {
         let current = Arc::new(CurrentCertificate(RwLock::new(Arc::new(certified))));
         let mut config = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|err| LoadError {
-                setting: "api.ssl.cert",
-                path: files.cert.clone(),
-                reason: format!("no TLS version to offer: {err}"),
-            })?
+            .expect("ring's default provider has the suites of TLS 1.2 and 1.3")
             .with_no_client_auth()
             .with_cert_resolver(current.clone());
         config.alpn_protocols = vec![ALPN_HTTP_1_1.to_vec()];
@@ -150,7 +146,8 @@ impl Reloader {
             Ok(Some((seen, self.files.load(&self.provider)?)))
         });
         match result {
-            Ok(None) => {}
+            // Unchanged, or back to the files being served (a bad change undone).
+            Ok(None) => self.failing = None,
             Ok(Some((seen, certified))) => {
                 *self
                     .current
