@@ -85,6 +85,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None => tokio::runtime::Runtime::new()?.block_on(aerie::run(config)),
         Some(Command::Check) => {
+            if config.api.ssl.enabled {
+                aerie::tls::Tls::load(&config.api.ssl)?;
+            }
             aerie::plugins::Adapters::load(&config)?;
             println!("aerie: the config and its adapters are good");
             Ok(())
@@ -108,8 +111,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "0.0.0.0" | "::" => "127.0.0.1",
                 host => host,
             };
+            let scheme = if config.api.ssl.enabled {
+                "https"
+            } else {
+                "http"
+            };
             println!(
-                "http://{host}:{}/download/backup?token={token}",
+                "{scheme}://{host}:{}/download/backup?token={token}",
                 config.api.port
             );
             Ok(())

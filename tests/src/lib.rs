@@ -15,6 +15,7 @@ use serde_json::Value;
 
 pub mod panel;
 pub mod s3;
+pub mod tls;
 pub mod tree;
 pub mod websocket;
 pub mod wings;
