@@ -65,8 +65,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         false => None,
     };
     let adapters = {
-        let config = config.clone();
-        tokio::task::spawn_blocking(move || Adapters::load(&config)).await??
+        let (plugins, backup_directory) = (
+            config.plugins.clone(),
+            config.system.backup_directory.clone(),
+        );
+        tokio::task::spawn_blocking(move || Adapters::load(plugins.as_deref(), &backup_directory))
+            .await??
     };
     let registry = Arc::new(Registry::open(&config.system.root_directory)?);
     std::fs::create_dir_all(&config.system.data)

@@ -88,7 +88,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if config.api.ssl.enabled {
                 aerie::tls::Tls::load(&config.api.ssl)?;
             }
-            aerie::plugins::Adapters::load(&config)?;
+            aerie::plugins::Adapters::load(
+                config.plugins.as_deref(),
+                &config.system.backup_directory,
+            )?;
             println!("aerie: the config and its adapters are good");
             Ok(())
         }
