@@ -114,14 +114,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         notifier.clone(),
         work.clone(),
     ));
-    let allowlist = config
-        .system
-        .backups
-        .restore_host_allowlist
-        .iter()
-        .map(|entry| entry.parse())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("system.backups.restore_host_allowlist: {e}"))?;
     let restores = Arc::new(Restores::new(
         locks,
         backups.clone(),
@@ -133,7 +125,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             owner: config.restore_owner(),
             max_bytes: config.restore_max_bytes(),
             fetch_policy: FetchPolicy {
-                allowlist,
+                allowlist: config.system.backups.restore_host_allowlist.clone(),
                 ..FetchPolicy::default()
             },
             upstream: upstream.clone(),
