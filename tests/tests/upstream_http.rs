@@ -1,0 +1,426 @@
+//! aerie in front of Wings (`upstream:`): what aerie does not serve itself reaches Wings as it
+//! came (bodies byte for byte both ways, headers but the hop-by-hop ones, the client's
+//! address added), Wings' answers come back unchanged, Wings down is a 502 in Wings' shape,
+//! power actions wait for restores, memory stays flat whatever passes, and the README's
+//! deploy section works as written.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use aerie_e2e::wings::files::{hex, Pattern, WINGS_VERSION};
+use aerie_e2e::wings::WingsStandIn;
+use aerie_e2e::{gnu_tar_gz, noise, Daemon, Node, HANG_GUARD};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+/// The big transfers' size, each way (issue 10: 256 MiB).
+const BIG: u64 = 256 * 1024 * 1024;
+
+/// A node in front of `wings`.
+fn node_before(wings: &WingsStandIn) -> Node {
+    let mut node = Node::new();
+    node.extra_config = format!("upstream:\n  url: {}\n", wings.url());
+    node
+}
+
+/// A client without a total timeout short enough to cut a big transfer in a debug build;
+/// [`HANG_GUARD`] only keeps a hung daemon from hanging the test.
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(HANG_GUARD)
+        .build()
+        .unwrap()
+}
+
+/// Reads `len` bytes of [`Pattern`] and hashes what it hands out: the client side's hash
+/// of an upload.
+struct Hashing {
+    pattern: Pattern,
+    hash: std::sync::Arc<std::sync::Mutex<Sha256>>,
+}
+
+impl Read for Hashing {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.pattern.read(buf)?;
+        self.hash.lock().unwrap().update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Uploads `len` bytes of the pattern through `daemon` to Wings' `/upload/file`; returns
+/// the response and the hash of what was sent.
+fn upload(daemon: &Daemon, token: &str, len: u64) -> (reqwest::blocking::Response, String) {
+    let hash = std::sync::Arc::new(std::sync::Mutex::new(Sha256::new()));
+    let body = Hashing {
+        pattern: Pattern::new(len),
+        hash: hash.clone(),
+    };
+    let response = client()
+        .post(format!(
+            "{}/upload/file?token=upload-jwt&server=s1",
+            daemon.base
+        ))
+        .bearer_auth(token)
+        .body(reqwest::blocking::Body::sized(body, len))
+        .send()
+        .expect("upload through aerie");
+    let sent = hex(&hash.lock().unwrap().clone().finalize());
+    (response, sent)
+}
+
+/// Downloads `len` bytes of the pattern through `base` from Wings' `/download/file`;
+/// returns the headers and the hash and length of what arrived.
+fn download(base: &str, len: u64) -> (reqwest::header::HeaderMap, String, u64) {
+    let mut response = client()
+        .get(format!(
+            "{base}/download/file?token=download-jwt&size={len}"
+        ))
+        .send()
+        .expect("download through aerie");
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    let mut hash = Sha256::new();
+    let mut buffer = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = response.read(&mut buffer).expect("download body");
+        if n == 0 {
+            break;
+        }
+        hash.update(&buffer[..n]);
+        total += n as u64;
+    }
+    (headers, hex(&hash.finalize()), total)
+}
+
+#[test]
+fn a_256_mib_upload_reaches_wings_byte_exact_with_the_bearer_and_forwarded_headers() {
+    let wings = WingsStandIn::start("test-node-token-0123456789");
+    let node = node_before(&wings);
+    let daemon = node.start();
+
+    let (response, sent) = upload(&daemon, &node.token, BIG);
+    assert_eq!(response.status(), 200);
+    // Wings' hop-by-hop headers stay between Wings and aerie.
+    assert!(response.headers().get("x-wings-hop").is_none());
+    assert!(response.headers().get("keep-alive").is_none());
+    let answer: serde_json::Value = response.json().unwrap();
+    assert_eq!(sent, Pattern::sha256(BIG));
+    assert_eq!(answer, json!({"sha256": sent, "bytes": BIG}));
+
+    let uploads = wings.files.uploads();
+    assert_eq!(uploads.len(), 1);
+    let seen = &uploads[0];
+    assert_eq!((seen.sha256.as_str(), seen.bytes), (sent.as_str(), BIG));
+    assert_eq!(
+        seen.headers["authorization"],
+        format!("Bearer {}", node.token)
+    );
+    assert_eq!(seen.headers["content-length"], BIG.to_string());
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
+    let uri = wings.files.seen().last().unwrap().uri.clone();
+    assert_eq!(uri, "/upload/file?token=upload-jwt&server=s1");
+}
+
+#[test]
+fn a_256_mib_download_comes_back_byte_exact_with_wings_headers() {
+    let wings = WingsStandIn::start("test-node-token-0123456789");
+    let node = node_before(&wings);
+    let daemon = node.start();
+
+    let (headers, hash, len) = download(&daemon.base, BIG);
+    assert_eq!(len, BIG);
+    assert_eq!(hash, Pattern::sha256(BIG));
+    assert_eq!(headers["content-length"], BIG.to_string());
+    assert_eq!(
+        headers["content-disposition"],
+        "attachment; filename=\"pattern.bin\""
+    );
+    assert_eq!(headers["content-type"], "application/octet-stream");
+}
+
+#[test]
+fn request_headers_pass_as_they_came_but_the_hop_by_hop_ones() {
+    let wings = WingsStandIn::start("test-node-token-0123456789");
+    let node = node_before(&wings);
+    let daemon = node.start();
+
+    let address = daemon.base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).unwrap();
+    let request = format!(
+        "GET /api/system?probe=1&x=%2F HTTP/1.1\r\n\
+         Host: node.example.com:8080\r\n\
+         Authorization: Bearer {token}\r\n\
+         Accept: application/json\r\n\
+         X-Custom: kept\r\n\
+         X-Forwarded-For: 203.0.113.9\r\n\
+         X-Forwarded-Proto: https\r\n\
+         Connection: close, X-Client-Hop\r\n\
+         X-Client-Hop: dropped\r\n\
+         Keep-Alive: timeout=5\r\n\
+         TE: trailers\r\n\
+         Proxy-Authorization: Basic c2VjcmV0\r\n\
+         Upgrade: h2c\r\n\
+         \r\n",
+        token = node.token
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.contains(WINGS_VERSION), "{answer}");
+
+    let seen = wings.files.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let seen = &seen[0];
+    assert_eq!(
+        (seen.method.as_str(), seen.uri.as_str()),
+        ("GET", "/api/system?probe=1&x=%2F")
+    );
+    let h = &seen.headers;
+    assert_eq!(h["host"], "node.example.com:8080");
+    assert_eq!(h["authorization"], format!("Bearer {}", node.token));
+    assert_eq!(h["accept"], "application/json");
+    assert_eq!(h["x-custom"], "kept");
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    for hop in [
+        "connection",
+        "x-client-hop",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "upgrade",
+        "transfer-encoding",
+    ] {
+        assert!(h.get(hop).is_none(), "{hop} reached Wings: {h:?}");
+    }
+}
+
+#[test]
+fn wings_errors_come_back_unchanged() {
+    let wings = WingsStandIn::start("test-node-token-0123456789");
+    let node = node_before(&wings);
+    let daemon = node.start();
+
+    let reply = daemon.send(
+        daemon
+            .request(reqwest::Method::POST, "/api/servers/s1/files/decompress")
+            .json(&json!({"root": "/", "file": "a.rar"})),
+    );
+    assert_eq!(reply.status, 422);
+    assert_eq!(
+        reply.json,
+        json!({
+            "error": "The archive could not be decompressed: unknown format.",
+            "request_id": "6f1c2a3e-0000-4000-8000-000000000422",
+        })
+    );
+    assert_eq!(
+        reply.headers["x-request-id"],
+        "6f1c2a3e-0000-4000-8000-000000000422"
+    );
+    // Wings checks the bearer of what aerie passes on, and its refusal passes back.
+    let reply = daemon.send(
+        client()
+            .get(format!("{}/api/system", daemon.base))
+            .bearer_auth("wrong"),
+    );
+    assert_eq!(reply.status, 403);
+    assert_eq!(
+        reply.error(),
+        "You are not authorized to access this endpoint."
+    );
+}
+
+#[test]
+fn wings_down_is_a_502_in_wings_shape_and_a_log_line() {
+    // A port that was just free: nothing listens there.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut node = Node::new();
+    node.extra_config = format!("upstream:\n  url: http://127.0.0.1:{port}\n");
+    let daemon = node.start();
+
+    let reply = daemon.send(daemon.request(reqwest::Method::GET, "/api/system?secret=abc"));
+    assert_eq!(reply.status, 502, "{reply:?}");
+    let error = reply.error();
+    assert!(
+        error.starts_with("The upstream Wings daemon did not answer: ")
+            && error.contains("Connection refused"),
+        "{error}"
+    );
+    let log = daemon.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("Wings did not answer"))
+        .unwrap_or_else(|| panic!("no log line:\n{log}"));
+    assert!(
+        line.contains("GET") && line.contains("/api/system") && line.contains("refused"),
+        "{line}"
+    );
+    assert!(!line.contains("secret=abc"), "the query was logged: {line}");
+}
+
+#[test]
+fn standalone_aerie_still_answers_404_for_what_it_does_not_serve() {
+    let node = Node::new();
+    let daemon = node.start();
+    for (method, path) in [
+        (reqwest::Method::GET, "/api/system"),
+        (reqwest::Method::POST, "/api/servers/s1/power"),
+    ] {
+        let reply = daemon.send(daemon.request(method, path));
+        assert_eq!(reply.status, 404, "{path}: {reply:?}");
+        assert_eq!(
+            reply.error(),
+            "The requested resource does not exist on this instance."
+        );
+    }
+}
+
+/// Serves one gzip archive at a loopback URL: the headers and the gzip stream's first
+/// bytes at once, the rest only once `release` is sent, so a restore from it stays running
+/// until the test says.
+fn serve_held_archive(archive: Vec<u8>) -> (String, mpsc::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/backup.tar.gz",
+        listener.local_addr().unwrap().port()
+    );
+    let (release, released) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = [0u8; 4096];
+        let _ = stream.read(&mut request);
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/x-gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            archive.len()
+        );
+        let _ = stream.write_all(head.as_bytes());
+        // The gzip header (10 bytes) and nothing more until released.
+        let _ = stream.write_all(&archive[..10]);
+        let _ = stream.flush();
+        let _ = released.recv();
+        let _ = stream.write_all(&archive[10..]);
+    });
+    (url, release)
+}
+
+#[test]
+fn a_power_action_for_a_server_being_restored_is_refused_and_others_pass() {
+    let wings = WingsStandIn::start("test-node-token-0123456789");
+    let mut node = node_before(&wings);
+    node.system_extra = "  backups:\n    restore_host_allowlist: [\"127.0.0.1\"]\n".into();
+    std::fs::write(node.server("restoring").join("level.dat"), b"level").unwrap();
+    node.server("other");
+    let source = node.dir.path().join("source");
+    std::fs::create_dir(&source).unwrap();
+    std::fs::write(source.join("world.bin"), noise(100_000)).unwrap();
+    let archive = node.dir.path().join("backup.tar.gz");
+    gnu_tar_gz(&archive, &source, &["."]);
+    let (url, release) = serve_held_archive(std::fs::read(&archive).unwrap());
+    let daemon = node.start();
+
+    let uuid = uuid::Uuid::new_v4().to_string();
+    let body = json!({"adapter": "s3", "truncate_directory": false, "download_url": url});
+    let reply = daemon.post_restore("restoring", &uuid, &body);
+    assert_eq!(reply.status, 202, "{reply:?}");
+
+    let power = |server: &str| {
+        daemon.send(
+            daemon
+                .request(
+                    reqwest::Method::POST,
+                    &format!("/api/servers/{server}/power"),
+                )
+                .json(&json!({"action": "start"})),
+        )
+    };
+    let powered = |server: &str| {
+        wings
+            .files
+            .seen()
+            .iter()
+            .any(|s| s.method == "POST" && s.uri == format!("/api/servers/{server}/power"))
+    };
+    let refused = power("restoring");
+    assert_eq!(refused.status, 409, "{refused:?}");
+    assert_eq!(
+        refused.error(),
+        "This server is being restored; power actions are refused until the restore ends."
+    );
+    assert!(!powered("restoring"));
+    // Without the bearer aerie answers itself, as Wings would, and passes nothing on.
+    let anonymous = daemon.send(
+        client()
+            .post(format!("{}/api/servers/restoring/power", daemon.base))
+            .json(&json!({"action": "start"})),
+    );
+    assert_eq!(anonymous.status, 401, "{anonymous:?}");
+    assert!(!powered("restoring"));
+
+    let passed = power("other");
+    assert_ne!(passed.status, 409, "{passed:?}");
+    assert!(powered("other"));
+
+    // Once the restore has ended, power actions for the server go to Wings again.
+    release.send(()).unwrap();
+    let start = Instant::now();
+    while power("restoring").status == 409 {
+        assert!(start.elapsed() < HANG_GUARD, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(powered("restoring"));
+    assert_eq!(
+        std::fs::read(node.data().join("restoring/world.bin")).unwrap(),
+        noise(100_000)
+    );
+}
+
+/// A `/proc/<pid>/status` field in bytes (`VmRSS`, `VmHWM`).
+fn memory(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(&format!("{field}:")))
+        .unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+#[test]
+fn memory_stays_flat_while_1_gib_passes_through() {
+    /// How far the peak may rise above idle (issue 10).
+    const ALLOWED: u64 = 32 * 1024 * 1024;
+    /// Half of the GiB goes up, half comes down.
+    const HALF: u64 = 512 * 1024 * 1024;
+    let wings = WingsStandIn::start("test-node-token-0123456789");
+    let node = node_before(&wings);
+    let daemon = node.start();
+    let pid = daemon.pid();
+    // Warm up (runtime threads, the pool to Wings), then start the peak from here.
+    assert_eq!(download(&daemon.base, 1024 * 1024).2, 1024 * 1024);
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let idle = memory(pid, "VmRSS");
+
+    let (response, sent) = upload(&daemon, &node.token, HALF);
+    assert_eq!(response.status(), 200);
+    assert_eq!(wings.files.uploads()[0].sha256, sent);
+    let (_, hash, len) = download(&daemon.base, HALF);
+    assert_eq!((hash, len), (Pattern::sha256(HALF), HALF));
+
+    let peak = memory(pid, "VmHWM");
+    assert!(
+        peak <= idle + ALLOWED,
+        "peak RSS {} MiB, idle {} MiB",
+        peak >> 20,
+        idle >> 20
+    );
+}
