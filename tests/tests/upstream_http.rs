@@ -424,3 +424,136 @@ fn memory_stays_flat_while_1_gib_passes_through() {
         idle >> 20
     );
 }
+
+/// Sends `head` (a request's head, without the blank line), waits for `100 Continue` when
+/// `body` is given with `Expect`, sends the body, and returns the whole answer.
+fn raw_exchange(base: &str, head: &str, body: &[u8]) -> String {
+    let mut stream = TcpStream::connect(base.trim_start_matches("http://")).unwrap();
+    stream.write_all(format!("{head}\r\n").as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    if head.contains("Expect: 100-continue") {
+        let mut byte = [0u8; 1];
+        while !answer.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).unwrap();
+            answer.push(byte[0]);
+        }
+        assert!(
+            answer.starts_with(b"HTTP/1.1 100 Continue\r\n"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    stream.write_all(body).unwrap();
+    stream.read_to_end(&mut answer).unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn an_upload_that_expects_100_continue_passes_once() {
+    let wings = WingsStandIn::start("test-node-token-0123456789");
+    let node = node_before(&wings);
+    let daemon = node.start();
+
+    let answer = raw_exchange(
+        &daemon.base,
+        "POST /upload/file?token=t HTTP/1.1\r\nHost: node\r\nContent-Length: 5\r\n\
+         Expect: 100-continue\r\nConnection: close\r\n",
+        b"hello",
+    );
+    let hello = hex(&Sha256::digest(b"hello"));
+    // One 100 (aerie's), then Wings' answer.
+    assert_eq!(answer.matches("HTTP/1.1 100").count(), 1, "{answer}");
+    assert!(answer.contains("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.contains(&hello), "{answer}");
+    assert_eq!(wings.files.uploads()[0].sha256, hello);
+}
+
+#[test]
+fn a_method_aerie_does_not_serve_on_its_own_paths_is_wings_to_answer() {
+    let wings = WingsStandIn::start("test-node-token-0123456789");
+    let node = node_before(&wings);
+    let daemon = node.start();
+
+    // A browser's CORS preflight, and a method aerie has no handler for.
+    let answer = raw_exchange(
+        &daemon.base,
+        "OPTIONS /api/servers/s1/backup HTTP/1.1\r\nHost: node\r\n\
+         Origin: https://panel.example.com\r\nConnection: close\r\n",
+        b"",
+    );
+    assert!(!answer.contains("not allowed"), "{answer}");
+    let reply = daemon.send(daemon.request(reqwest::Method::PUT, "/api/servers/s1/backups"));
+    assert_ne!(reply.status, 405, "{reply:?}");
+    let seen: Vec<(String, String)> = wings
+        .files
+        .seen()
+        .into_iter()
+        .map(|s| (s.method, s.uri))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("OPTIONS".to_string(), "/api/servers/s1/backup".to_string()),
+            ("PUT".to_string(), "/api/servers/s1/backups".to_string()),
+        ]
+    );
+}
+
+/// Runs `aerie check` on `node`'s config: its exit code and what it printed.
+fn check(node: &Node) -> (i32, String) {
+    let config = node.write_config();
+    let output = std::process::Command::new(aerie_e2e::aerie_binary())
+        .arg("--config")
+        .arg(&config)
+        .arg("check")
+        .env("AERIE_ADAPTER_DIR", aerie_e2e::target_dir())
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().unwrap_or(-1), printed)
+}
+
+#[test]
+fn aerie_check_says_whether_wings_answers() {
+    let wings = WingsStandIn::start("test-node-token-0123456789");
+    let mut node = node_before(&wings);
+    let (code, printed) = check(&node);
+    assert_eq!(code, 0, "{printed}");
+    assert!(
+        printed.contains(&format!(
+            "aerie: upstream {} answers: Wings {WINGS_VERSION}",
+            wings.url()
+        )),
+        "{printed}"
+    );
+    assert_eq!(wings.files.seen()[0].uri, "/api/system");
+
+    node.token = "not-the-token-wings-has".into();
+    let (code, printed) = check(&node);
+    assert_ne!(code, 0, "{printed}");
+    assert!(
+        printed.contains(&format!(
+            "aerie: upstream.url: Wings at {} does not answer GET /api/system: it answered \
+             403 Forbidden: You are not authorized to access this endpoint.",
+            wings.url()
+        )),
+        "{printed}"
+    );
+
+    let url = wings.url();
+    drop(wings);
+    let (code, printed) = check(&node);
+    assert_ne!(code, 0, "{printed}");
+    let line = printed
+        .lines()
+        .find(|l| l.starts_with("aerie: upstream.url: "))
+        .unwrap_or_else(|| panic!("{printed}"));
+    assert!(
+        line.contains(&format!("Wings at {url} does not answer")) && line.contains("refused"),
+        "{line}"
+    );
+}
