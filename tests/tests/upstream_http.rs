@@ -557,3 +557,112 @@ fn aerie_check_says_whether_wings_answers() {
         "{line}"
     );
 }
+
+/// The fenced block that follows the first line containing `marker` in the README's
+/// "Deploy beside Wings" section.
+fn readme_block(marker: &str) -> String {
+    let readme = include_str!("../../README.md");
+    let section = &readme[readme.find("## Deploy beside Wings").expect("the section")..];
+    let after = &section[section.find(marker).unwrap_or_else(|| panic!("{marker}"))..];
+    let start = after.find("```").unwrap();
+    let body = &after[start..];
+    let body = &body[body.find('\n').unwrap() + 1..];
+    body[..body.find("```").unwrap()].to_string()
+}
+
+/// A daemon spawned on a config file of the test's own; killed when dropped.
+struct Spawned(std::process::Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_readme_deploy_section_works_as_written() {
+    let wings_change = readme_block("In Wings' `/etc/pterodactyl/config.yml`");
+    for key in ["host: 127.0.0.1", "port: 8081", "enabled: false"] {
+        assert!(wings_change.contains(key), "{wings_change}");
+    }
+    let documented = readme_block("aerie's `/etc/aerie/config.yml`");
+    assert!(documented.contains("upstream:\n  url: \"http://127.0.0.1:8081\"\n"));
+    let token = documented
+        .lines()
+        .find_map(|l| l.strip_prefix("token: "))
+        .unwrap()
+        .trim_matches('"');
+    let wings = WingsStandIn::start(token);
+    let node = Node::new();
+    std::fs::create_dir_all(node.server("s1")).unwrap();
+    // As documented, but on a free loopback port, in the test's folders, and in plain
+    // HTTP (TLS with these keys is tests/tests/tls.rs's).
+    let config = documented
+        .replace("host: 0.0.0.0", "host: 127.0.0.1")
+        .replace("port: 8080", "port: 0")
+        .replace("enabled: true", "enabled: false")
+        .replace(
+            "/var/lib/aerie",
+            &node.dir.path().join("state").display().to_string(),
+        )
+        .replace(
+            "/var/lib/pterodactyl/volumes",
+            &node.data().display().to_string(),
+        )
+        .replace(
+            "/var/lib/pterodactyl/backups",
+            &node.backup_dir().display().to_string(),
+        )
+        .replace("http://127.0.0.1:8081", &wings.url());
+    let path = node.dir.path().join("aerie.yml");
+    std::fs::write(&path, &config).unwrap();
+    let aerie = |args: &[&str]| {
+        let mut command = std::process::Command::new(aerie_e2e::aerie_binary());
+        command
+            .arg("--config")
+            .arg(&path)
+            .args(args)
+            .env("AERIE_ADAPTER_DIR", aerie_e2e::target_dir());
+        command
+    };
+
+    let checked = aerie(&["check"]).output().unwrap();
+    let printed = String::from_utf8_lossy(&checked.stdout);
+    assert!(checked.status.success(), "{printed}{config}");
+    assert!(
+        printed.contains(&format!("answers: Wings {WINGS_VERSION}")),
+        "{printed}"
+    );
+
+    let mut child = aerie(&[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let daemon = Spawned(child);
+    let base = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("aerie listening on ").map(str::to_string))
+        .expect("aerie listening");
+    let client = client();
+    let system: serde_json::Value = client
+        .get(format!("{base}/api/system"))
+        .bearer_auth(token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(system["version"], WINGS_VERSION);
+    let backup = client
+        .post(format!("{base}/api/servers/s1/backup"))
+        .bearer_auth(token)
+        .json(&json!({"adapter": "wings", "uuid": uuid::Uuid::new_v4().to_string(), "ignore": ""}))
+        .send()
+        .unwrap();
+    assert_eq!(backup.status(), 202);
+    let seen: Vec<String> = wings.files.seen().into_iter().map(|s| s.uri).collect();
+    assert_eq!(seen, ["/api/system", "/api/system"]);
+    drop(daemon);
+}
