@@ -35,6 +35,9 @@ class StandIn(http.server.BaseHTTPRequestHandler):
     """Wings, as far as the benchmark needs it."""
 
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: without TCP_NODELAY the second waits for a
+    # delayed ACK (40 ms).
+    disable_nagle_algorithm = True
     pattern = None  # the file downloads are sent from
 
     def log_message(self, *args):
@@ -117,6 +120,13 @@ def start_aerie(binary, upstream, workdir):
     sys.exit(f"aerie did not start; see {workdir}/aerie.log")
 
 
+def cpu_seconds(pid):
+    """User plus system CPU seconds the process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def curl_seconds(args):
     out = subprocess.run(
         ["curl", "-sS", "-o", "/dev/null", "-H", "Expect:", "-w", "%{http_code} %{time_total}"] + args,
@@ -180,18 +190,25 @@ def main():
             ("upload", "/upload/file?token=t", ["-X", "POST", "-T", pattern]),
             ("download", "/download/file?token=t", []),
         ]:
-            a, b = [], []
+            a, b, cpu = [], [], []
             for _ in range(args.runs):
+                before = cpu_seconds(aerie.pid)
                 a.append(curl_seconds([through + path] + extra))
+                cpu.append(cpu_seconds(aerie.pid) - before)
                 b.append(curl_seconds([direct + path] + extra))
             ratios = [y / x for x, y in zip(a, b)]
-            results[name] = (size / statistics.median(a) / 1e6, size / statistics.median(b) / 1e6, statistics.median(ratios))
+            results[name] = (
+                size / statistics.median(a) / 1e6,
+                size / statistics.median(b) / 1e6,
+                statistics.median(ratios),
+                statistics.median(cpu) / (size / 2**30),
+            )
         lat_a = gets(through, args.gets)
         lat_b = gets(direct, args.gets)
         print(f"{args.size_mib} MiB transfers, median of {args.runs}; {args.gets} GETs on one keep-alive connection")
-        print(f"{'':10} {'through aerie':>14} {'direct':>10} {'ratio':>7}")
-        for name, (a, b, r) in results.items():
-            print(f"{name:10} {a:>9.0f} MB/s {b:>5.0f} MB/s {r:>6.2f}x")
+        print(f"{'':10} {'through aerie':>14} {'direct':>10} {'ratio':>7} {'aerie CPU':>14}")
+        for name, (a, b, r, c) in results.items():
+            print(f"{name:10} {a:>9.0f} MB/s {b:>5.0f} MB/s {r:>6.2f}x {c:>7.2f} s/GiB")
         print(f"{'GET p50':10} {lat_a[0]:>11.3f} ms {lat_b[0]:>7.3f} ms  +{lat_a[0] - lat_b[0]:.3f} ms")
         print(f"{'GET p99':10} {lat_a[1]:>11.3f} ms {lat_b[1]:>7.3f} ms  +{lat_a[1] - lat_b[1]:.3f} ms")
         with open(f"/proc/{aerie.pid}/status") as f:
