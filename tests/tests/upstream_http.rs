@@ -417,6 +417,7 @@ fn memory_stays_flat_while_1_gib_passes_through() {
     assert_eq!((hash, len), (Pattern::sha256(HALF), HALF));
 
     let peak = memory(pid, "VmHWM");
+    eprintln!("idle RSS {} KiB, peak {} KiB", idle >> 10, peak >> 10);
     assert!(
         peak <= idle + ALLOWED,
         "peak RSS {} MiB, idle {} MiB",
