@@ -343,12 +343,14 @@ fn a_power_action_for_a_server_being_restored_is_refused_and_others_pass() {
                 .json(&json!({"action": "start"})),
         )
     };
+    // A client's power action passed on to Wings (aerie's own stop before the restore
+    // carries no X-Forwarded-For).
     let powered = |server: &str| {
-        wings
-            .files
-            .seen()
-            .iter()
-            .any(|s| s.method == "POST" && s.uri == format!("/api/servers/{server}/power"))
+        wings.files.seen().iter().any(|s| {
+            s.method == "POST"
+                && s.uri == format!("/api/servers/{server}/power")
+                && s.headers.contains_key("x-forwarded-for")
+        })
     };
     let refused = power("restoring");
     assert_eq!(refused.status, 409, "{refused:?}");
