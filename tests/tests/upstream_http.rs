@@ -573,6 +573,25 @@ fn readme_block(marker: &str) -> String {
     body[..body.find("```").unwrap()].to_string()
 }
 
+/// A test CA's certificate (PEM), and a chain (leaf then CA, as `fullchain.pem`) and key
+/// for `127.0.0.1` signed by it.
+fn test_certificate() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    (
+        ca.pem(),
+        format!("{}{}", leaf.pem(), ca.pem()),
+        key.serialize_pem(),
+    )
+}
+
 /// A daemon spawned on a config file of the test's own; killed when dropped.
 struct Spawned(std::process::Child);
 
@@ -599,12 +618,24 @@ fn the_readme_deploy_section_works_as_written() {
     let wings = WingsStandIn::start(token);
     let node = Node::new();
     std::fs::create_dir_all(node.server("s1")).unwrap();
-    // As documented, but on a free loopback port, in the test's folders, and in plain
-    // HTTP (TLS with these keys is tests/tests/tls.rs's).
+    // The certificate, made by a test CA, where the documented paths say.
+    let (ca_pem, chain_pem, key_pem) = test_certificate();
+    let cert = node.dir.path().join("fullchain.pem");
+    let key = node.dir.path().join("privkey.pem");
+    std::fs::write(&cert, chain_pem).unwrap();
+    std::fs::write(&key, key_pem).unwrap();
+    // As documented, but on a free loopback port and in the test's folders.
     let config = documented
         .replace("host: 0.0.0.0", "host: 127.0.0.1")
         .replace("port: 8080", "port: 0")
-        .replace("enabled: true", "enabled: false")
+        .replace(
+            "/etc/letsencrypt/live/node.example.com/fullchain.pem",
+            &cert.display().to_string(),
+        )
+        .replace(
+            "/etc/letsencrypt/live/node.example.com/privkey.pem",
+            &key.display().to_string(),
+        )
         .replace(
             "/var/lib/aerie",
             &node.dir.path().join("state").display().to_string(),
@@ -649,7 +680,8 @@ fn the_readme_deploy_section_works_as_written() {
         .map_while(Result::ok)
         .find_map(|l| l.strip_prefix("aerie listening on ").map(str::to_string))
         .expect("aerie listening");
-    let client = client();
+    assert!(base.starts_with("https://"), "{base}");
+    let client = aerie_e2e::tls::https_client(&ca_pem);
     let system: serde_json::Value = client
         .get(format!("{base}/api/system"))
         .bearer_auth(token)
