@@ -697,7 +697,10 @@ fn the_readme_deploy_section_works_as_written() {
         .send()
         .unwrap();
     assert_eq!(backup.status(), 202);
-    let seen: Vec<String> = wings.files.seen().into_iter().map(|s| s.uri).collect();
-    assert_eq!(seen, ["/api/system", "/api/system"]);
+    let seen = wings.files.seen();
+    let uris: Vec<&str> = seen.iter().map(|s| s.uri.as_str()).collect();
+    assert_eq!(uris, ["/api/system", "/api/system"]);
+    // The client came over HTTPS, and Wings is told so.
+    assert_eq!(seen[1].headers["x-forwarded-proto"], "https");
     drop(daemon);
 }
