@@ -342,8 +342,9 @@ impl Config {
         }
         if let Some(upstream) = &self.upstream {
             let url = &upstream.url;
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                bail!("upstream.url: {url:?} is not an http:// or https:// URL");
+            // Wings listens in plain HTTP on loopback behind aerie (README, "Deploy beside Wings").
+            if !url.starts_with("http://") {
+                bail!("upstream.url: {url:?} is not an http:// URL (Wings behind aerie listens in plain HTTP on loopback)");
             }
         }
         if self.api.ssl.enabled {
