@@ -23,7 +23,7 @@ use crate::events::{websocket, EventBus};
 use crate::registry::Registry;
 use crate::restore::{RestoreError, RestoreRequest, Restores};
 use crate::serve::ConnectionSlot;
-use crate::upstream::Wings;
+use crate::upstream::{socket, Wings};
 
 /// The largest JSON body read: a backup request's `ignore` list or a restore's
 /// `download_url` (a presigned S3 URL is about 2 KiB) fit many times over.
@@ -369,6 +369,15 @@ async fn open_websocket(
             ));
         }
     }
+    let upgrade = upgrade
+        .max_frame_size(WEBSOCKET_MESSAGE_LIMIT)
+        .max_message_size(WEBSOCKET_MESSAGE_LIMIT)
+        .read_buffer_size(WEBSOCKET_READ_BUFFER);
+    // In front of Wings, the socket is Wings', with aerie's events added.
+    if let Some(wings) = &state.upstream {
+        let wings = wings.clone();
+        return Ok(socket::open(state, &wings, server, &headers, slot, upgrade).await);
+    }
     if state.backups.server_root(&server).is_none() {
         return Err(ApiError::server_not_found());
     }
@@ -379,10 +388,6 @@ async fn open_websocket(
         bus: state.events.clone(),
         auth_timeout: state.websocket_auth_timeout,
     };
-    let upgrade = upgrade
-        .max_frame_size(WEBSOCKET_MESSAGE_LIMIT)
-        .max_message_size(WEBSOCKET_MESSAGE_LIMIT)
-        .read_buffer_size(WEBSOCKET_READ_BUFFER);
     Ok(upgrade.on_upgrade(move |socket| async move {
         // The socket keeps its connection's place among `api.max_connections`.
         let _slot = slot;
