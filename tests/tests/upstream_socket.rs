@@ -97,8 +97,15 @@ fn a_backup_s_frames_arrive_on_the_same_socket_as_wings_frames() {
     daemon.start_backup(SERVER, "wings", &uuid, "");
     let frames = socket.recv_until(&format!("backup completed:{uuid}"));
     wings.socket.console(0, 3);
-    let after: Vec<Frame> = (0..3).map(|_| socket.recv()).collect();
-
+    // Wings' lines, those that came during the backup and the rest after it.
+    let mut lines: Vec<Frame> = frames
+        .iter()
+        .filter(|f| f.0 == "console output")
+        .cloned()
+        .collect();
+    while lines.len() < 6 {
+        lines.push(socket.recv());
+    }
     let names: Vec<&str> = frames.iter().map(|f| f.0.as_str()).collect();
     let position = |name: &str| {
         names
@@ -112,13 +119,7 @@ fn a_backup_s_frames_arrive_on_the_same_socket_as_wings_frames() {
         serde_json::from_str(frames[position("backup completed")].1.as_deref().unwrap()).unwrap();
     assert_eq!(completed["uuid"], uuid.as_str());
     assert_eq!(completed["is_successful"], true);
-    // Wings' own frames went down the same socket, in their order, around aerie's.
-    let lines: Vec<Frame> = frames
-        .iter()
-        .filter(|f| f.0 == "console output")
-        .cloned()
-        .chain(after)
-        .collect();
+    // Wings' own frames went down the same socket, in their order.
     let expected: Vec<Frame> = (0..6).map(|n| console(&format!("line {n}"))).collect();
     assert_eq!(lines, expected);
 }
@@ -303,4 +304,26 @@ fn set_state_is_refused_for_a_server_being_restored_and_passed_on_for_another() 
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_eq!(set_states(&wings, 0), 1);
+}
+
+#[test]
+fn a_socket_without_a_token_aerie_accepts_is_closed_on_both_sides_in_time() {
+    let wings = WingsStandIn::start("test-node-token-0123456789");
+    let mut node = node(&wings.url());
+    node.api_extra = "  websocket_auth_timeout: 1\n".into();
+    let daemon = node.start();
+    let mut socket = connect(&daemon.base, SERVER, Some(PANEL)).expect("the socket opens");
+    // The stand-in takes any token; aerie checks it with its own rules and does not.
+    let forged = token("another-node-token", SERVER, &["*"], 600);
+    assert_eq!(socket.auth(&forged).0, "auth success");
+    let close = loop {
+        match socket.inner().read().expect("a close frame") {
+            Message::Close(close) => break close.expect("a close code"),
+            other => assert!(!matches!(other, Message::Text(_)), "{other:?}"),
+        }
+    };
+    assert_eq!(close.code, CloseCode::Policy);
+    assert_eq!(close.reason.as_str(), "authentication timed out");
+    let seen = wings.socket.wait_for(0, |c| c.ended);
+    assert!(seen.close_received, "{seen:?}");
 }

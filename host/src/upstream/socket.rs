@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -110,6 +110,11 @@ pub async fn open(
     slot: ConnectionSlot,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    // A dot segment would name another of Wings' routes once in a URL: no server is called so.
+    if matches!(server.as_str(), "" | "." | "..") {
+        let body = json!({"error": "The requested resource does not exist on this instance."});
+        return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
+    }
     let wings_socket = match connect(wings, &server, headers.get(header::ORIGIN)).await {
         Ok(socket) => socket,
         Err(Refusal::Answered(response)) => return response,
@@ -431,5 +436,43 @@ async fn to_client(
                 return End::Aerie(close(close_code::AGAIN, "the client read too slowly"));
             }
         }
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_state_is_seen_under_every_spelling_wings_reads() {
+        assert!(may_set_state(r#"{"event":"set state","args":["stop"]}"#));
+        assert!(may_set_state(r#"{"EVENT":"set state","args":["stop"]}"#));
+        assert!(may_set_state(r#"{"\u0065vent":"set\u0020state"}"#));
+        assert!(may_set_state(
+            r#"{"event":"send logs","Event":"set state"}"#
+        ));
+        // Unreadable here (a lone surrogate), readable to Go: refused too.
+        assert!(may_set_state(r#"{"event":"set state","x":"\ud800"}"#));
+        assert!(may_set_state("not json"));
+        assert!(!may_set_state(
+            r#"{"event":"send command","args":["set state"]}"#
+        ));
+        assert!(!may_set_state(r#"{"event":"auth","args":["x.y.z"]}"#));
+    }
+
+    #[test]
+    fn the_socket_url_takes_the_upstream_scheme_and_escapes_the_server() {
+        let url = |base: &str, server: &str| {
+            socket_url(&Wings::new(base, "t"), server)
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            url("http://127.0.0.1:8081/", "abc"),
+            "ws://127.0.0.1:8081/api/servers/abc/ws"
+        );
+        assert_eq!(
+            url("https://wings.local:8443", "a/../b?c"),
+            "wss://wings.local:8443/api/servers/a%2F..%2Fb%3Fc/ws"
+        );
     }
 }
