@@ -327,3 +327,34 @@ fn a_socket_without_a_token_aerie_accepts_is_closed_on_both_sides_in_time() {
     let seen = wings.socket.wait_for(0, |c| c.ended);
     assert!(seen.close_received, "{seen:?}");
 }
+
+#[test]
+fn a_client_that_stops_reading_under_wings_console_flood_never_holds_up_a_backup() {
+    let wings = WingsStandIn::start("test-node-token-0123456789");
+    let node = node(&wings.url());
+    let daemon = node.start();
+    let mut idle = open(&daemon, &node, SERVER, &["*"]);
+    // Far more than the socket buffers between Wings, aerie and the client hold: Wings'
+    // side of the relay waits for the client, aerie's events queue on the bus.
+    let flood = 100_000;
+    wings.socket.console(0, flood);
+    let uuids: Vec<String> = (0..3).map(|_| new_uuid()).collect();
+    for uuid in &uuids {
+        daemon.start_backup(SERVER, "wings", uuid, "");
+        assert_eq!(daemon.wait_for_end(SERVER, uuid)["state"], "completed");
+    }
+    // Read late, the client still gets every backup's final frames in order, and every one
+    // of Wings' lines in order.
+    let mut line = 0;
+    let mut completed = 0;
+    while line < flood || completed < uuids.len() {
+        let frame = idle.recv();
+        if frame.0 == "console output" {
+            assert_eq!(frame, console(&format!("line {line}")));
+            line += 1;
+        } else if frame.0.starts_with("backup completed:") {
+            assert_eq!(frame.0, format!("backup completed:{}", uuids[completed]));
+            completed += 1;
+        }
+    }
+}
