@@ -94,7 +94,9 @@ enum End {
 /// A client frame, as far as aerie reads it.
 #[derive(Deserialize)]
 struct Inbound {
+    /// The event's name, e.g. `auth`.
     event: String,
+    /// Its arguments; Wings joins them (`auth` carries the JWT).
     #[serde(default)]
     args: Vec<Value>,
 }
