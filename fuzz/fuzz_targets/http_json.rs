@@ -10,7 +10,8 @@
 use std::fmt;
 
 use aerie::archive::IgnoreRules;
-use aerie::backups::{is_canonical_uuid, BackupRequest};
+use aerie::backups::BackupRequest;
+use aerie::ids::is_canonical_uuid;
 use aerie::http::parse_json;
 use aerie::restore::RestoreRequest;
 use axum::http::StatusCode;

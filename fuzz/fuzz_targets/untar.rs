@@ -20,10 +20,11 @@ use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use aerie::restore::extract::{extract_archive, ExtractOptions, ExtractProgress};
+use aerie::tasks::CancellationToken;
 use flate2::write::GzEncoder;
 use libfuzzer_sys::fuzz_target;
 
@@ -172,7 +173,7 @@ fuzz_target!(|data: &[u8]| {
         &ExtractOptions::default(),
         &ExtractProgress::default(),
         &mut |_| {},
-        &AtomicBool::new(false),
+        &CancellationToken::new(),
     );
     if let Err(err) = result {
         // Formatting the error (as the job's log line does) must not panic either.

@@ -83,3 +83,72 @@ impl AllowEntry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_entries_parse() {
+        let parse = |s: &str| s.parse::<AllowEntry>();
+        assert_eq!(
+            parse("10.0.0.0/8"),
+            Ok(AllowEntry::Net("10.0.0.0/8".parse().unwrap()))
+        );
+        assert_eq!(
+            parse("10.1.2.3/8"),
+            Ok(AllowEntry::Net("10.0.0.0/8".parse().unwrap()))
+        );
+        assert_eq!(
+            parse("fd00::/8"),
+            Ok(AllowEntry::Net("fd00::/8".parse().unwrap()))
+        );
+        assert_eq!(
+            parse(" 192.168.1.5 "),
+            Ok(AllowEntry::Ip("192.168.1.5".parse().unwrap()))
+        );
+        assert_eq!(parse("::1"), Ok(AllowEntry::Ip("::1".parse().unwrap())));
+        assert_eq!(parse("[::1]"), Ok(AllowEntry::Ip("::1".parse().unwrap())));
+        assert_eq!(
+            parse("MinIO.Internal."),
+            Ok(AllowEntry::Host("minio.internal".to_owned()))
+        );
+        for bad in [
+            "",
+            " ",
+            ".",
+            "minio.lan:9000",
+            "http://minio.lan",
+            "10.0.0.0/33",
+            "*.example.com",
+            "a b",
+        ] {
+            assert_eq!(
+                parse(bad),
+                Err(InvalidAllowEntry(bad.to_owned())),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn allow_entries_match() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let host: AllowEntry = "minio.internal".parse().unwrap();
+        assert!(host.allows_host("MINIO.internal."));
+        assert!(!host.allows_host("evil-minio.internal"));
+        assert!(!host.allows_ip(ip("10.0.0.1")));
+        let single: AllowEntry = "10.0.0.5".parse().unwrap();
+        assert!(single.allows_ip(ip("10.0.0.5")));
+        assert!(single.allows_ip(ip("::ffff:10.0.0.5")));
+        assert!(!single.allows_ip(ip("10.0.0.6")));
+        assert!(!single.allows_host("10.0.0.5"));
+        let net: AllowEntry = "172.16.0.0/12".parse().unwrap();
+        assert!(net.allows_ip(ip("172.31.255.255")));
+        assert!(net.allows_ip(ip("::ffff:172.20.0.1")));
+        assert!(!net.allows_ip(ip("172.32.0.0")));
+        let net6: AllowEntry = "fd00::/8".parse().unwrap();
+        assert!(net6.allows_ip(ip("fd12::1")));
+        assert!(!net6.allows_ip(ip("fe80::1")));
+    }
+}

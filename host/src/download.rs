@@ -10,10 +10,12 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use futures_util::TryStreamExt;
 
-use crate::backups::{is_canonical_uuid, Backups};
+use crate::backups::Backups;
+use crate::ids::is_canonical_uuid;
 use crate::jwt::{self, unix_now, JwtError};
+use crate::read_ahead;
 use crate::registry::Registry;
 
 /// Bytes read from the adapter per body chunk.
@@ -264,39 +266,12 @@ fn requested_span(headers: &HeaderMap, size: u64) -> Result<Option<Span>, ()> {
     Ok(Some(span))
 }
 
-/// Streams `length` bytes of `source` (read on a blocking thread) as a response body.
-fn stream_body(mut source: impl Read + Send + 'static, length: u64) -> Body {
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_AHEAD);
+/// Streams `length` bytes of `source` (read ahead on a blocking thread) as a response body.
+fn stream_body(source: impl Read + Send + 'static, length: u64) -> Body {
     let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || {
-        let _entered = span.enter();
-        let mut remaining = length;
-        while remaining > 0 {
-            let mut chunk = vec![0; CHUNK_BYTES.min(remaining as usize)];
-            let n = match source.read(&mut chunk) {
-                Ok(0) => {
-                    let _ = tx.blocking_send(Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the backup ended early",
-                    )));
-                    return;
-                }
-                Ok(n) => n,
-                Err(err) => {
-                    tracing::error!("download failed: {err}");
-                    let _ = tx.blocking_send(Err(err));
-                    return;
-                }
-            };
-            chunk.truncate(n);
-            remaining -= n as u64;
-            if tx.blocking_send(Ok(Bytes::from(chunk))).is_err() {
-                return; // The client went away.
-            }
-        }
-    });
-    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
+    let chunks = read_ahead::spawn_reader(source, CHUNK_BYTES, CHUNKS_AHEAD, length);
+    Body::from_stream(chunks.inspect_err(move |err| {
+        span.in_scope(|| tracing::error!("download failed: {err}"));
     }))
 }
 

@@ -17,12 +17,14 @@ use subtle::ConstantTimeEq;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::backups::{is_canonical_uuid, BackupRequest, Backups, StartError};
+use crate::backups::{BackupRequest, Backups, StartError};
 use crate::download::Downloads;
 use crate::events::{websocket, EventBus};
+use crate::ids::is_canonical_uuid;
 use crate::registry::Registry;
 use crate::restore::{RestoreError, RestoreRequest, Restores};
 use crate::serve::ConnectionSlot;
+use crate::tasks::TaskGroup;
 use crate::upstream::{socket, Wings};
 
 /// The largest JSON body read: a backup request's `ignore` list or a restore's
@@ -63,6 +65,8 @@ pub struct AppState {
     pub websocket_auth_timeout: Duration,
     /// Wings behind aerie, when `upstream:` is set; `None` in standalone mode.
     pub upstream: Option<Arc<Wings>>,
+    /// The websocket sessions, closed (after the jobs) when the daemon stops.
+    pub sessions: TaskGroup,
 }
 
 /// An error answer: a status and Wings' `{"error": "..."}` body.
@@ -381,16 +385,25 @@ async fn open_websocket(
     if state.backups.server_root(&server).is_none() {
         return Err(ApiError::server_not_found());
     }
+    let place = state.sessions.enter().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "This node is shutting down; try again when it is back.",
+        )
+    })?;
     let context = websocket::SessionContext {
         server,
         token: state.token.clone(),
         started_at: state.started_at,
         bus: state.events.clone(),
         auth_timeout: state.websocket_auth_timeout,
+        closing: state.sessions.child_token(),
     };
     Ok(upgrade.on_upgrade(move |socket| async move {
         // The socket keeps its connection's place among `api.max_connections`.
         let _slot = slot;
+        // Counted among the sessions a stop waits for.
+        let _place = place;
         websocket::run(socket, context).await
     }))
 }

@@ -10,13 +10,17 @@ pub mod config;
 pub mod download;
 pub mod events;
 pub mod http;
+pub mod ids;
 pub mod jwt;
 pub mod locks;
+pub mod net_policy;
 pub mod plugins;
 pub mod rate_limit;
+pub mod read_ahead;
 pub mod registry;
 pub mod restore;
 pub mod serve;
+pub mod tasks;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -35,10 +39,21 @@ use crate::plugins::Adapters;
 use crate::registry::Registry;
 use crate::restore::fetch::FetchPolicy;
 use crate::restore::{RestoreSettings, Restores};
+use crate::tasks::TaskGroup;
 use crate::upstream::Wings;
 
+/// How long the websockets may take, at shutdown, to send their last events and close: a
+/// client that stopped reading must not hold the exit.
+const SESSIONS_CLOSE_GRACE: Duration = Duration::from_secs(2);
+
 /// Runs the daemon until SIGINT or SIGTERM: loads the adapters, opens the registry,
-/// recovers from an earlier stop, serves HTTP, and on shutdown stops running backups.
+/// recovers from an earlier stop, serves HTTP, and on shutdown stops running work.
+///
+/// Every task the daemon starts belongs to one of two [`TaskGroup`]s, stopped in order:
+/// `work` (backups, restores, their progress tickers, the Panel notifier; the HTTP loop
+/// stops on a child token of it) is cancelled and awaited first, so that each job cut short
+/// records how it ended and queues its report; then `sessions` (the websockets) send those
+/// jobs' last events and close; then the queued reports get one bounded delivery attempt.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     for key in &config.ignored_keys {
         tracing::info!(key = %key, "config key not used by aerie; ignored");
@@ -56,6 +71,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         write_limit: config.write_limit_bytes(),
     };
     let started_at = jwt::unix_now();
+    let work = TaskGroup::new();
+    let sessions = TaskGroup::new();
     let events = Arc::new(EventBus::default());
     let notifier = match &config.remote {
         Some(remote) => {
@@ -66,7 +83,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 Duration::from_secs(config.remote_query.timeout),
             )?;
             let notifier = Arc::new(Notifier::new(panel, registry.clone()));
-            tokio::spawn(notifier.clone().run());
+            work.spawn(notifier.clone().run(work.child_token()));
             Some(notifier)
         }
         None => None,
@@ -85,6 +102,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         events.clone(),
         locks.clone(),
         notifier.clone(),
+        work.clone(),
     ));
     let allowlist = config
         .system
@@ -108,7 +126,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 allowlist,
                 ..FetchPolicy::default()
             },
+            upstream: upstream.clone(),
+            stop_timeout: Duration::from_secs(config.system.backups.restore_stop_timeout),
         },
+        work.clone(),
     ));
     backups.recover_interrupted().await?;
     restores.recover_interrupted()?;
@@ -130,6 +151,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         read_timeout: Duration::from_secs(config.api.read_timeout),
         websocket_auth_timeout: Duration::from_secs(config.api.websocket_auth_timeout),
         upstream: upstream.clone(),
+        sessions: sessions.clone(),
     });
     let address = format!("{}:{}", config.api.host, config.api.port);
     let listener = tokio::net::TcpListener::bind(&address)
@@ -143,10 +165,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         read_timeout: Duration::from_secs(config.api.read_timeout),
         max_connections: config.api.max_connections,
     };
-    serve::serve(listener, http::router(state), limits, shutdown_signal()).await;
+    let serving = work.child_token();
+    let stop_serving = async {
+        shutdown_signal().await;
+        serving.cancel();
+    };
+    tokio::join!(
+        serve::serve(listener, http::router(state), limits, serving.clone()),
+        stop_serving
+    );
     tracing::info!("shutting down: stopping running backups and restores");
-    restores.stop_all();
-    backups.shut_down().await;
+    work.stop().await;
+    if tokio::time::timeout(SESSIONS_CLOSE_GRACE, sessions.stop())
+        .await
+        .is_err()
+    {
+        tracing::warn!("websockets still open after {SESSIONS_CLOSE_GRACE:?}; closing them");
+    }
+    if let Some(notifier) = &notifier {
+        notifier.deliver_before_exit().await;
+    }
     Ok(())
 }
 

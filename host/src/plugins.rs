@@ -150,6 +150,33 @@ impl Adapters {
     }
 }
 
+#[cfg(test)]
+impl Adapters {
+    /// Adapters linked into the test binary instead of loaded from files, as `(name,
+    /// library, config)`, behind the same boundary code as loaded ones.
+    pub(crate) fn linked(
+        entries: Vec<(&str, AdapterLibrary, serde_json::Value)>,
+        host: &HostContext,
+    ) -> Self {
+        let by_name = entries
+            .into_iter()
+            .map(|(name, library, config)| {
+                let logger = Arc::new(AdapterLog { name: name.into() });
+                let instance = library
+                    .instantiate(&config, host, logger)
+                    .expect("the linked adapter starts");
+                let adapter = Adapter {
+                    name: name.into(),
+                    kind: library.kind(),
+                    instance: Arc::new(instance),
+                };
+                (name.to_string(), Arc::new(adapter))
+            })
+            .collect();
+        Self { by_name }
+    }
+}
+
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }

@@ -2,7 +2,6 @@
 //! read timeout, websocket upgrades, and a graceful stop. `axum::serve` has none of the
 //! bounds, so a few hundred clients that never finish a request could hold every descriptor.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +13,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 /// How long a stop waits for requests in flight before it cuts them: systemd sends SIGKILL
@@ -56,27 +56,20 @@ pub struct ClientConnection {
     pub tls: bool,
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then stops accepting, lets
+/// Serves `router` on `listener` until `stop` is cancelled, then stops accepting, lets
 /// requests in flight finish (for at most [`SHUTDOWN_GRACE`]) and returns.
 ///
 /// At the cap the loop stops calling `accept`: new connections wait in the kernel's backlog
 /// (and are served when a place frees) rather than being accepted and closed, so the
 /// daemon's descriptors stay bounded and a client only sees a slower connect.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    limits: Limits,
-    shutdown: impl Future<Output = ()>,
-) {
+pub async fn serve(listener: TcpListener, router: Router, limits: Limits, stop: CancellationToken) {
     let places = Arc::new(Semaphore::new(limits.max_connections));
-    let (stop, stopped) = watch::channel(false);
     let mut connections = JoinSet::new();
-    let mut shutdown = std::pin::pin!(shutdown);
     // Whether the last wait for a place was logged: one line each time the cap is reached.
     let mut full = false;
     loop {
         let accepted = tokio::select! {
-            _ = &mut shutdown => break,
+            () = stop.cancelled() => break,
             accepted = accept(&listener, &places, limits.max_connections, &mut full) => accepted,
         };
         // Finished connections are reaped here, so the set holds only open ones.
@@ -92,11 +85,10 @@ pub async fn serve(
             ConnectionSlot {
                 _place: Arc::new(place),
             },
-            stopped.clone(),
+            stop.clone(),
         ));
     }
     drop(listener);
-    let _ = stop.send(true);
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while connections.join_next().await.is_some() {}
     })
@@ -165,7 +157,7 @@ async fn serve_connection(
     router: Router,
     limits: Limits,
     slot: ConnectionSlot,
-    stopped: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     if let Err(err) = stream.set_nodelay(true) {
         tracing::debug!(%peer, "cannot set TCP_NODELAY: {err}");
@@ -173,7 +165,7 @@ async fn serve_connection(
     // A TLS handshake, when there is one, goes here (under `limits.read_timeout`, holding
     // the same place): the stream it yields is served as the plain one is.
     let client = ClientConnection { peer, tls: false };
-    serve_http(stream, client, router, limits, slot, stopped).await;
+    serve_http(stream, client, router, limits, slot, stop).await;
 }
 
 /// Serves HTTP/1 (and upgrades) on `io`, a plain or TLS stream.
@@ -183,7 +175,7 @@ async fn serve_http<I>(
     router: Router,
     limits: Limits,
     slot: ConnectionSlot,
-    mut stopped: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -202,7 +194,7 @@ async fn serve_http<I>(
     let mut connection = std::pin::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
-        _ = async { stopped.wait_for(|stop| *stop).await.map(drop) } => {
+        () = stop.cancelled() => {
             // Finish the request in flight, if any, then close.
             connection.as_mut().graceful_shutdown();
             connection.await

@@ -8,16 +8,29 @@ use std::path::Path;
 /// What a tree holds at one path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
-    /// A directory with its mode and mtime (seconds).
-    Dir { mode: u32, mtime: i64 },
+    /// A directory.
+    Dir {
+        /// Its permission bits.
+        mode: u32,
+        /// Its mtime, in seconds.
+        mtime: i64,
+    },
     /// A regular file.
     File {
+        /// Its permission bits.
         mode: u32,
+        /// Its mtime, in seconds.
         mtime: i64,
+        /// Every byte of it.
         content: Vec<u8>,
     },
-    /// A symlink, its target and its own mtime.
-    Link { target: String, mtime: i64 },
+    /// A symlink.
+    Link {
+        /// Where it points, as written.
+        target: String,
+        /// The link's own mtime, in seconds.
+        mtime: i64,
+    },
 }
 
 /// Every path under `root` (relative), with what is there.

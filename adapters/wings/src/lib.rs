@@ -264,8 +264,19 @@ impl Sink for FileSink {
 
 impl FileSink {
     /// fsyncs the archive, links it to its final name (never replacing an existing file),
-    /// drops the temporary name and fsyncs the directory.
+    /// then tidies up (drops the temporary name, fsyncs the directory).
     fn publish(&mut self, size: u64) -> Result<StoredBackup, AdapterError> {
+        self.publish_then(size, remove_partial_and_sync)
+    }
+
+    /// [`FileSink::publish`] with the tidying step given. Once the final name exists the
+    /// backup is stored, whole and downloadable: a failure to tidy up after that is logged,
+    /// never returned, so the host does not record `failed` for a backup that is there.
+    fn publish_then(
+        &mut self,
+        size: u64,
+        tidy: impl FnOnce(&Path, &Path) -> std::io::Result<()>,
+    ) -> Result<StoredBackup, AdapterError> {
         let partial = self.partial_path.display().to_string();
         let file = self.file.take().expect("finish is called once");
         file.sync_all()
@@ -282,10 +293,12 @@ impl FileSink {
         drop(file);
         fs::hard_link(&self.partial_path, &self.final_path)
             .map_err(|e| AdapterError::io(self.final_path.display(), &e))?;
-        fs::remove_file(&self.partial_path).map_err(|e| AdapterError::io(&partial, &e))?;
-        File::open(&self.directory)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| AdapterError::io(self.directory.display(), &e))?;
+        if let Err(err) = tidy(&self.partial_path, &self.directory) {
+            tracing::warn!(
+                path = %self.final_path.display(),
+                "the backup is stored, but tidying up after it failed: {err}"
+            );
+        }
         tracing::info!(path = %self.final_path.display(), size, "stored backup");
         Ok(StoredBackup {
             key: self.final_path.display().to_string(),
@@ -294,6 +307,13 @@ impl FileSink {
             panel_completes: false,
         })
     }
+}
+
+/// After the final name exists: drops the temporary name and fsyncs the directory, so the
+/// new name survives a power cut.
+fn remove_partial_and_sync(partial: &Path, directory: &Path) -> std::io::Result<()> {
+    fs::remove_file(partial)?;
+    File::open(directory)?.sync_all()
 }
 
 impl Drop for FileSink {
@@ -319,3 +339,28 @@ impl Source for FileSource {
 }
 
 aerie_adapter_api::export_adapter!(WingsAdapter);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BACKUP: &str = "0b6c9f3e-2d4a-4c8e-9a1b-7f6e5d4c3b2a";
+
+    #[test]
+    fn a_backup_linked_into_place_is_stored_even_when_tidying_up_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = HostContext {
+            backup_directory: dir.path().to_path_buf(),
+            aerie_version: "test".into(),
+        };
+        let adapter = WingsAdapter::new(serde_json::Value::Null, &host).unwrap();
+        let mut sink = adapter.begin_backup("server", BACKUP).unwrap();
+        sink.write(b"archive bytes").unwrap();
+        let stored = sink
+            .publish_then(13, |_, _| Err(std::io::Error::other("the disk went away")))
+            .expect("once the final name exists, the backup is stored");
+        assert_eq!(stored.size, 13);
+        let info = adapter.stat("server", BACKUP).expect("stat finds it");
+        assert_eq!(info.size, 13);
+    }
+}

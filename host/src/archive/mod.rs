@@ -6,15 +6,13 @@
 
 pub mod gzip;
 mod ignore_rules;
-mod isal;
 mod output;
 mod tree;
 mod walk;
 
-use std::sync::atomic::AtomicBool;
-
 use aerie_adapter_api::host::SinkHandle;
 use anyhow::Context;
+use tokio_util::sync::CancellationToken;
 
 pub use ignore_rules::IgnoreRules;
 pub use output::Written;
@@ -52,15 +50,15 @@ pub fn write_archive(
     settings: ArchiveSettings,
     sink: &mut SinkHandle,
     progress: &Progress,
-    cancelled: &AtomicBool,
+    cancel: &CancellationToken,
 ) -> anyhow::Result<Written> {
-    let output = ArchiveOutput::new(sink, settings.write_limit, cancelled);
+    let output = ArchiveOutput::new(sink, settings.write_limit, cancel);
     let gzip = ParallelGzWriter::new(output, gzip_level(settings.compression), settings.threads)
         .context("cannot start compressing")?;
     let mut builder = tar::Builder::new(gzip);
     builder.mode(tar::HeaderMode::Complete);
     builder.follow_symlinks(false);
-    tree::append_tree(&mut builder, root, rules, progress, cancelled)?;
+    tree::append_tree(&mut builder, root, rules, progress, cancel)?;
     // Close the tar stream (its end blocks) and the gzip stream (its trailer), checking
     // both: Wings ignores these errors and can report a truncated archive as good.
     let gzip = builder.into_inner().context("cannot end the tar stream")?;

@@ -3,11 +3,11 @@
 //! about 1 MiB.
 
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use aerie_adapter_api::host::SinkHandle;
 use aerie_adapter_api::{AdapterError, ErrorKind};
 use sha1::{Digest, Sha1};
+use tokio_util::sync::CancellationToken;
 
 use crate::rate_limit::RateLimiter;
 
@@ -22,7 +22,7 @@ pub struct ArchiveOutput<'a> {
     sha1: Sha1,
     size: u64,
     limiter: Option<RateLimiter>,
-    cancelled: &'a AtomicBool,
+    cancel: &'a CancellationToken,
 }
 
 /// What went into storage, once the archive is complete.
@@ -36,11 +36,11 @@ pub struct Written {
 
 impl<'a> ArchiveOutput<'a> {
     /// Writes into `sink`, at most `write_limit` bytes per second if set; stops with an
-    /// error once `cancelled` is set.
+    /// error once `cancel` is cancelled.
     pub fn new(
         sink: &'a mut SinkHandle,
         write_limit: Option<u64>,
-        cancelled: &'a AtomicBool,
+        cancel: &'a CancellationToken,
     ) -> Self {
         Self {
             sink,
@@ -48,7 +48,7 @@ impl<'a> ArchiveOutput<'a> {
             sha1: Sha1::new(),
             size: 0,
             limiter: write_limit.map(RateLimiter::new),
-            cancelled,
+            cancel,
         }
     }
 
@@ -65,7 +65,7 @@ impl<'a> ArchiveOutput<'a> {
         if self.chunk.is_empty() {
             return Ok(());
         }
-        if self.cancelled.load(Ordering::Relaxed) {
+        if self.cancel.is_cancelled() {
             // Not `Interrupted`: `write_all` would retry that forever.
             return Err(io::Error::other("cancelled"));
         }

@@ -5,11 +5,12 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use rustix::fs::Stat;
+use tokio_util::sync::CancellationToken;
 
 use super::ignore_rules::IgnoreRules;
 use super::walk::{shown, Entry, Kind, ServerDir, Walk};
@@ -33,12 +34,12 @@ pub struct Progress {
 
 /// The bytes of file content a backup of `root` will archive: a walk of metadata only
 /// (no file is opened), so a progress bar has an honest total.
-pub fn measure_tree(root: &ServerDir, rules: &IgnoreRules, cancelled: &AtomicBool) -> u64 {
+pub fn measure_tree(root: &ServerDir, rules: &IgnoreRules, cancel: &CancellationToken) -> u64 {
     let mut total = 0;
     let Ok(mut walk) = Walk::new(root, rules) else {
         return 0;
     };
-    while !cancelled.load(Ordering::Relaxed) {
+    while !cancel.is_cancelled() {
         match walk.next_entry() {
             Ok(Some(entry)) if entry.kind == Kind::File => total += entry.stat.st_size as u64,
             Ok(Some(_)) => {}
@@ -55,12 +56,12 @@ pub fn append_tree<W: Write>(
     root: &ServerDir,
     rules: &IgnoreRules,
     progress: &Progress,
-    cancelled: &AtomicBool,
+    cancel: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut walk = Walk::new(root, rules).context("cannot read the server directory")?;
     let mut last_log = Instant::now();
     loop {
-        if cancelled.load(Ordering::Relaxed) {
+        if cancel.is_cancelled() {
             bail!("cancelled");
         }
         let entry = match walk.next_entry() {
@@ -232,7 +233,7 @@ mod tests {
             server,
             &rules,
             progress,
-            &AtomicBool::new(false),
+            &CancellationToken::new(),
         )
         .unwrap();
         builder.into_inner().unwrap()
@@ -290,7 +291,7 @@ mod tests {
             &ExtractOptions::default(),
             &ExtractProgress::default(),
             &mut |_| {},
-            &AtomicBool::new(false),
+            &CancellationToken::new(),
         )
         .unwrap();
         assert!(summary.entries > 250, "{summary:?}");

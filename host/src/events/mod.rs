@@ -3,12 +3,13 @@
 
 pub mod bus;
 pub mod panel;
+pub mod reports;
 pub mod websocket;
 
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use aerie_adapter_api::StoredBackup;
 use serde_json::json;
 
 pub use bus::{Event, EventBus};
@@ -78,29 +79,27 @@ pub fn backup_completed(uuid: &str, outcome: Option<&Written>) -> [Event; 2] {
     ]
 }
 
-/// The Panel's body for `POST /api/remote/backups/<uuid>`: exactly
-/// `{"checksum","checksum_type","size","successful","parts"}`, with `parts` only when the
-/// adapter left the upload for the Panel to complete.
-pub fn backup_report(outcome: Option<(&Written, &StoredBackup)>) -> String {
-    match outcome {
-        Some((written, stored)) => json!({
-            "checksum": written.sha1,
-            "checksum_type": "sha1",
-            "size": written.size,
-            "successful": true,
-            "parts": stored.panel_completes.then(|| stored
-                .parts
-                .iter()
-                .map(|p| json!({"etag": p.etag, "part_number": p.number}))
-                .collect::<Vec<_>>()),
-        }),
-        None => json!({
-            "checksum": "",
-            "checksum_type": "sha1",
-            "size": 0,
-            "successful": false,
-            "parts": null,
-        }),
-    }
-    .to_string()
+/// How a restore ends on the socket, as Wings ends one: a `daemon message` saying how it
+/// went, then `backup restore completed` (the Panel's frontend reloads the file list on it).
+pub fn restore_completed(message: String) -> [Event; 2] {
+    [
+        Event::new("daemon message", message),
+        Event::new("backup restore completed", ""),
+    ]
+}
+
+/// `backup restore progress`: `{"uuid","bytes_done","bytes_total"}`, compressed bytes read
+/// of the archive's size when known (new in aerie).
+pub fn restore_progress(uuid: &str, bytes_done: u64, bytes_total: Option<u64>) -> Event {
+    Event::progress(
+        "backup restore progress",
+        uuid,
+        json!({"uuid": uuid, "bytes_done": bytes_done, "bytes_total": bytes_total}).to_string(),
+    )
+}
+
+/// `(restoring): <path>`, the console line Wings prints for each restored entry; transient,
+/// so a paused socket loses these first.
+pub fn restoring_entry(path: &Path) -> Event {
+    Event::transient("daemon message", format!("(restoring): {}", path.display()))
 }

@@ -4,12 +4,16 @@
 //! Panel is unreachable or failing (5xx), across restarts, and removed once the Panel accepts
 //! it, finally refuses it (4xx, logged with the Panel's reason) or an operator drops it.
 //! Unlike Wings, a report that cannot be delivered never costs the backup its archive.
+//! At shutdown the delivery loop is cancelled like any task; once the jobs have ended, one
+//! last bounded attempt sends what they queued, and what the Panel does not take then
+//! waits for the next start.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::registry::{Notification, Registry};
 
@@ -17,6 +21,11 @@ use crate::registry::{Notification, Registry};
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 /// ...up to this, so a Panel that comes back is told within half a minute.
 const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// How long the last delivery attempt at shutdown may take: a few round trips to a Panel
+/// that answers, and still far inside systemd's 90 s between SIGTERM and SIGKILL after the
+/// connections' and jobs' own grace. What is not delivered by then stays queued.
+pub const SHUTDOWN_DELIVERY: Duration = Duration::from_secs(5);
 
 /// How aerie reaches the Panel.
 #[derive(Clone)]
@@ -152,10 +161,11 @@ impl Notifier {
         self.wake.notify_one();
     }
 
-    /// The delivery loop; runs for the life of the daemon. Reports go out oldest first:
-    /// whenever one is due the whole queue is sent in order, and while the Panel cannot be
-    /// reached the whole queue waits on one backoff.
-    pub async fn run(self: Arc<Self>) {
+    /// The delivery loop; runs until `stop` is cancelled (a report being delivered then is
+    /// finished first). Reports go out oldest first: whenever one is due the whole queue is
+    /// sent in order, and while the Panel cannot be reached the whole queue waits on one
+    /// backoff.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         loop {
             let now = now_ms();
             // When anything is due, the whole queue goes, oldest first: a report that waits
@@ -163,7 +173,7 @@ impl Notifier {
             let due = self.registry.next_notification_due().ok().flatten();
             if due.is_some_and(|due| due <= now) {
                 match self.registry.notifications() {
-                    Ok(queue) => self.deliver_in_order(queue).await,
+                    Ok(queue) => self.deliver_in_order(queue, &stop).await,
                     Err(err) => tracing::error!("cannot read the Panel report queue: {err:#}"),
                 }
             }
@@ -171,15 +181,55 @@ impl Notifier {
             let wait = next.map_or(MAX_RETRY, |due| {
                 Duration::from_millis(due.saturating_sub(now_ms()).max(0) as u64)
             });
-            let _ = tokio::time::timeout(wait, self.wake.notified()).await;
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tokio::time::timeout(wait, self.wake.notified()) => {}
+            }
         }
     }
 
+    /// At shutdown, after every job has ended and queued its report: one attempt to deliver
+    /// the whole queue, due or not, for at most [`SHUTDOWN_DELIVERY`]. What the Panel does
+    /// not take stays queued for the next start.
+    pub async fn deliver_before_exit(&self) {
+        let queue = match self.registry.notifications() {
+            Ok(queue) if queue.is_empty() => return,
+            Ok(queue) => queue,
+            Err(err) => {
+                tracing::error!("cannot read the Panel report queue: {err:#}");
+                return;
+            }
+        };
+        let count = queue.len();
+        // Bounded by the timeout, not by a stop: this attempt is what runs after the stop.
+        let unstopped = CancellationToken::new();
+        let attempt = self.deliver_in_order(queue, &unstopped);
+        if tokio::time::timeout(SHUTDOWN_DELIVERY, attempt)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the Panel did not take every report within {SHUTDOWN_DELIVERY:?}; \
+                 what is left is sent at the next start"
+            );
+        }
+        let left = self.registry.notifications().map_or(0, |queue| queue.len());
+        tracing::info!(
+            delivered = count.saturating_sub(left),
+            left,
+            "last delivery of Panel reports before exit"
+        );
+    }
+
     /// Delivers `queue` in order, stopping at the first report the Panel is not there to
-    /// take. Afterwards every report left is due in the future: delivered ones are gone, a
-    /// 5xx reschedules its report, and an absent Panel reschedules them all.
-    async fn deliver_in_order(&self, queue: Vec<Notification>) {
+    /// take, or before the next report once `stop` is cancelled. Afterwards every report
+    /// left is due in the future (delivered ones are gone, a 5xx reschedules its report,
+    /// and an absent Panel reschedules them all) or was not tried.
+    async fn deliver_in_order(&self, queue: Vec<Notification>, stop: &CancellationToken) {
         for notification in queue {
+            if stop.is_cancelled() {
+                return;
+            }
             if let Delivery::PanelAway = self.deliver(notification).await {
                 return;
             }

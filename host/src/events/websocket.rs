@@ -3,16 +3,18 @@
 //! this server, with `websocket.connect`), is warned before the token expires and may send a
 //! fresh one on the same socket. A socket without a valid token (none sent yet, or the last
 //! one expired) for `auth_timeout` is closed. A socket that stops reading only fills its own
-//! queue.
+//! queue. At shutdown, once the jobs have ended, each socket sends what is queued (their
+//! last outcomes) and closes with 1001.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::bus::{Event, EventBus, Subscription};
 use crate::jwt::{self, unix_now, Claims};
@@ -23,6 +25,9 @@ const EXPIRY_WARNING: Duration = Duration::from_secs(60);
 /// The reason of the close frame (code 1008, policy violation) sent to a socket that had no
 /// valid token for `auth_timeout`.
 pub const AUTH_TIMEOUT_REASON: &str = "authentication timed out";
+
+/// The reason of the close frame (code 1001, going away) sent when the daemon stops.
+pub const SHUTDOWN_REASON: &str = "the daemon is shutting down";
 
 /// What a session needs to know.
 pub struct SessionContext {
@@ -36,6 +41,9 @@ pub struct SessionContext {
     pub bus: Arc<EventBus>,
     /// How long the socket may stay without a valid token before it is closed.
     pub auth_timeout: Duration,
+    /// Cancelled when the daemon stops, after its jobs have ended: the socket sends what is
+    /// queued and closes.
+    pub closing: CancellationToken,
 }
 
 /// A frame from the client.
@@ -116,6 +124,13 @@ fn authenticate(token: &str, context: &SessionContext) -> Result<Session, String
     })
 }
 
+/// Whether a socket with `session` may be sent `event`.
+fn may_see(session: &Option<Session>, event: &Event) -> bool {
+    session
+        .as_ref()
+        .is_some_and(|s| s.backup_read || !needs_backup_read(event))
+}
+
 /// Backup events need `backup.read`; restore events, like Wings', do not.
 pub fn needs_backup_read(event: &Event) -> bool {
     event.name.starts_with("backup ") && !event.name.starts_with("backup restore")
@@ -166,11 +181,27 @@ pub async fn run(socket: WebSocket, context: SessionContext) {
                 if session.is_some() => {
                 // Cut off by the bus: too far behind to be told every outcome.
                 let Some(event) = event else { break };
-                let allowed = session.as_ref().is_some_and(|s| s.backup_read || !needs_backup_read(&event));
-                if !allowed {
+                if !may_see(&session, &event) {
                     continue;
                 }
                 frame(&event.name, event.arg.as_deref())
+            }
+            () = context.closing.cancelled() => {
+                // What is queued now is everything the ended jobs published.
+                while let Some(Some(event)) = subscription.as_ref().and_then(|s| s.next().now_or_never()) {
+                    if may_see(&session, &event)
+                        && outgoing.send(frame(&event.name, event.arg.as_deref())).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                let _ = outgoing
+                    .send(Message::Close(Some(CloseFrame {
+                        code: close_code::AWAY,
+                        reason: SHUTDOWN_REASON.into(),
+                    })))
+                    .await;
+                break;
             }
             _ = tokio::time::sleep_until(warn_at.unwrap_or_else(Instant::now)), if warn_at.is_some() => {
                 if let Some(s) = &mut session {

@@ -5,7 +5,10 @@
 //! untar into the server root. Wings truncates first and loses the server's files when the
 //! backup turns out to be missing. The root is opened once, with `O_NOFOLLOW`, and emptied
 //! and filled through that descriptor. A running restore is recorded in the registry, so
-//! one cut off by a crash or a stop is reported failed at the next start.
+//! one cut off by a crash is reported failed at the next start; a restore runs as a task of
+//! the daemon, so one cut short by a stop ends as failed (cancelled) and is reported then.
+//! In front of Wings, the server is stopped through Wings before anything in its directory
+//! is touched.
 
 pub mod empty;
 pub mod extract;
@@ -14,20 +17,20 @@ pub mod fetch;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use tracing::Instrument;
 
 use crate::backups::Backups;
 use crate::events::panel::Notifier;
-use crate::events::{Event, EventBus, ProgressGate};
+use crate::events::{self, reports, EventBus, ProgressGate};
 use crate::locks::{Activity, ServerGuard, ServerLocks};
 use crate::plugins::Adapter;
 use crate::rate_limit::RateLimiter;
 use crate::registry::Registry;
+use crate::tasks::{CancellationToken, TaskGroup};
+use crate::upstream::{power, Wings};
 use extract::{ExtractOptions, ExtractProgress};
 use fetch::{Download, FetchError, FetchPolicy};
 
@@ -73,6 +76,10 @@ pub struct RestoreSettings {
     pub max_bytes: Option<u64>,
     /// What a `download_url` may reach.
     pub fetch_policy: FetchPolicy,
+    /// Wings behind aerie (`upstream:`), which must stop the server first; `None` alone.
+    pub upstream: Option<Arc<Wings>>,
+    /// How long Wings may take to stop it (`system.backups.restore_stop_timeout`).
+    pub stop_timeout: Duration,
 }
 
 /// Where a restore reads the archive from.
@@ -101,12 +108,12 @@ pub struct Restores {
     events: Arc<EventBus>,
     notifier: Option<Arc<Notifier>>,
     settings: RestoreSettings,
-    /// Set at shutdown: running restores stop between entries.
-    stopping: AtomicBool,
+    /// The daemon's tasks: every restore runs as one of them, under a child token.
+    tasks: TaskGroup,
 }
 
 impl Restores {
-    /// The restores of this node.
+    /// The restores of this node, each running as one of `tasks`.
     pub fn new(
         locks: Arc<ServerLocks>,
         backups: Arc<Backups>,
@@ -114,6 +121,7 @@ impl Restores {
         events: Arc<EventBus>,
         notifier: Option<Arc<Notifier>>,
         settings: RestoreSettings,
+        tasks: TaskGroup,
     ) -> Self {
         Self {
             locks,
@@ -122,18 +130,13 @@ impl Restores {
             events,
             notifier,
             settings,
-            stopping: AtomicBool::new(false),
+            tasks,
         }
     }
 
     /// Whether `server` is being restored now (from the request until the restore ended).
     pub fn is_restoring(&self, server: &str) -> bool {
         self.locks.is_restoring(server)
-    }
-
-    /// Stops running restores at their next entry (at daemon shutdown).
-    pub fn stop_all(&self) {
-        self.stopping.store(true, Ordering::Relaxed);
     }
 
     /// Checks the source of backup `uuid` and starts restoring it into `root` in the
@@ -145,6 +148,12 @@ impl Restores {
         uuid: &str,
         request: RestoreRequest,
     ) -> Result<(), RestoreError> {
+        // Held until the restore is a tracked task: a shutdown that begins meanwhile still
+        // waits for it to end and report how.
+        let place = self
+            .tasks
+            .enter()
+            .ok_or_else(|| RestoreError::Internal("the daemon is shutting down".into()))?;
         let guard = self.locks.try_restore(server).map_err(|busy| match busy {
             Activity::Restore => RestoreError::Busy("another restore"),
             Activity::Backups(_) => RestoreError::Busy("a backup"),
@@ -171,7 +180,8 @@ impl Restores {
         let span = tracing::info_span!("restore", backup = %uuid, server = %server);
         let this = self.clone();
         let (server, uuid) = (server.to_string(), uuid.to_string());
-        tokio::spawn(
+        let cancel = self.tasks.child_token();
+        self.tasks.spawn(
             async move {
                 this.run(
                     server,
@@ -180,14 +190,19 @@ impl Restores {
                     request.truncate_directory,
                     source,
                     guard,
+                    cancel,
                 )
                 .await
             }
             .instrument(span),
         );
+        drop(place);
         Ok(())
     }
 
+    /// Runs the restore to its end, whatever the end (completed, failed, or cancelled by
+    /// `cancel`): it is recorded, reported and published before this returns.
+    #[allow(clippy::too_many_arguments)]
     async fn run(
         self: Arc<Self>,
         server: String,
@@ -196,16 +211,36 @@ impl Restores {
         truncate: bool,
         source: Source,
         guard: ServerGuard,
+        cancel: CancellationToken,
     ) {
         let described = source.describe();
         tracing::info!(source = %described, truncate, "restore started");
         let started = Instant::now();
+        let stopped = self.stop_server_first(&server, &cancel).await;
         let handle = tokio::runtime::Handle::current();
         let span = tracing::Span::current();
         let this = self.clone();
-        let (job_server, job_uuid) = (server.clone(), uuid.clone());
+        let (job_server, job_uuid, job_cancel) = (server.clone(), uuid.clone(), cancel.clone());
         let outcome = tokio::task::spawn_blocking(move || {
-            span.in_scope(|| this.restore(&job_server, &root, &job_uuid, truncate, source, handle))
+            // A server that could not be stopped first is not touched.
+            stopped?;
+            span.in_scope(|| {
+                this.restore(
+                    &job_server,
+                    &root,
+                    &job_uuid,
+                    truncate,
+                    source,
+                    handle,
+                    &job_cancel,
+                )
+            })
+            // However the pipeline noticed it (between entries, or as its download cut), a
+            // cancelled restore says so.
+            .map_err(|err| match job_cancel.is_cancelled() {
+                true => anyhow::anyhow!("restore cancelled: the daemon is shutting down"),
+                false => err,
+            })
         })
         .await
         .unwrap_or_else(|e| Err(anyhow::anyhow!("the restore task failed: {e}")));
@@ -224,22 +259,42 @@ impl Restores {
                 format!("Server restoration from {described} failed: {err:#}")
             }
         };
-        self.events
-            .publish(&server, Event::new("daemon message", message));
-        self.events
-            .publish(&server, Event::new("backup restore completed", ""));
+        for event in events::restore_completed(message) {
+            self.events.publish(&server, event);
+        }
         self.end(&uuid, &server, outcome.is_ok());
         drop(guard);
     }
 
+    /// In front of Wings, has Wings stop `server` and waits until it is offline, before
+    /// anything in its directory is touched; alone, the operator stops it (README).
+    async fn stop_server_first(
+        &self,
+        server: &str,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let Some(wings) = &self.settings.upstream else {
+            return Ok(());
+        };
+        let stopped = tokio::select! {
+            stopped = power::stop_and_wait(wings, server, self.settings.stop_timeout) => stopped,
+            () = cancel.cancelled() => {
+                anyhow::bail!("the daemon is shutting down; nothing was restored")
+            }
+        };
+        stopped.map_err(|err| {
+            anyhow::Error::new(err)
+                .context("the server could not be stopped first, so nothing was restored")
+        })
+    }
+
     /// Forgets the running restore and queues its report, in one transaction.
     fn end(&self, uuid: &str, server: &str, successful: bool) {
-        let body = json!({ "successful": successful }).to_string();
-        let path = format!("/backups/{uuid}/restore");
+        let report = reports::restore(uuid, successful);
         let report = self
             .notifier
             .as_ref()
-            .map(|_| (uuid, path.as_str(), body.as_str()));
+            .map(|_| (uuid, report.path.as_str(), report.body.as_str()));
         if let Err(err) = self.registry.end_restore(uuid, server, report) {
             tracing::error!("cannot record the end of the restore: {err:#}");
         }
@@ -266,6 +321,7 @@ impl Restores {
     }
 
     /// The restore itself, on a blocking thread.
+    #[allow(clippy::too_many_arguments)]
     fn restore(
         &self,
         server: &str,
@@ -274,6 +330,7 @@ impl Restores {
         truncate: bool,
         source: Source,
         handle: tokio::runtime::Handle,
+        cancel: &CancellationToken,
     ) -> anyhow::Result<extract::ExtractSummary> {
         let (reader, size): (Box<dyn Read + Send>, Option<u64>) = match source {
             Source::Adapter { adapter, size } => {
@@ -285,7 +342,10 @@ impl Restores {
             }
             Source::Link(download) => {
                 let size = download.content_length;
-                (Box::new(download.into_blocking_reader(handle)), size)
+                (
+                    Box::new(download.into_blocking_reader(handle, cancel.clone())),
+                    size,
+                )
             }
         };
         let root_fd = open_root(root)?;
@@ -319,7 +379,7 @@ impl Restores {
             &options,
             &ExtractProgress::default(),
             &mut |path| console.entry(path),
-            &self.stopping,
+            cancel,
         )?;
         Ok(summary)
     }
@@ -359,10 +419,9 @@ impl RestoreReporter<'_> {
         if !self.gate.admit(read) {
             return;
         }
-        let arg = json!({"uuid": self.uuid, "bytes_done": read, "bytes_total": self.total});
         self.events.publish(
             self.server,
-            Event::progress("backup restore progress", self.uuid, arg.to_string()),
+            events::restore_progress(self.uuid, read, self.total),
         );
     }
 }
@@ -412,10 +471,8 @@ impl<'a> ConsoleLines<'a> {
         }
         if self.sent < ENTRY_MESSAGES_PER_SECOND {
             self.sent += 1;
-            self.events.publish(
-                self.server,
-                Event::transient("daemon message", format!("(restoring): {}", path.display())),
-            );
+            self.events
+                .publish(self.server, events::restoring_entry(path));
         }
     }
 }

@@ -3,6 +3,7 @@
 //! has its module: passing HTTP requests through, relaying the server websocket with
 //! aerie's backup events added, and asking Wings to stop a server before a restore.
 
+pub mod power;
 pub mod socket;
 
 /// Wings on this node, as aerie reaches it.

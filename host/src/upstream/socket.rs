@@ -12,7 +12,7 @@ use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpg
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
@@ -22,11 +22,12 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message as WingsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
 
 use super::Wings;
-use crate::events::bus::{EventBus, Subscription};
+use crate::events::bus::{Event, EventBus, Subscription};
 use crate::events::websocket::{
-    authorize, instant_at, needs_backup_read, Grant, AUTH_TIMEOUT_REASON,
+    authorize, instant_at, needs_backup_read, Grant, AUTH_TIMEOUT_REASON, SHUTDOWN_REASON,
 };
 use crate::http::AppState;
 use crate::jwt::unix_now;
@@ -79,6 +80,8 @@ struct Relay {
     restores: Arc<Restores>,
     /// How long the socket may stay without a valid token before it is closed.
     auth_timeout: Duration,
+    /// Cancelled when the daemon stops (after its jobs): the socket then closes.
+    closing: CancellationToken,
 }
 
 /// Why a relay ended, and so what each side is told.
@@ -117,6 +120,10 @@ pub async fn open(
         let body = json!({"error": "The requested resource does not exist on this instance."});
         return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
     }
+    let Some(place) = state.sessions.enter() else {
+        let body = json!({"error": "This node is shutting down; try again when it is back."});
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    };
     let wings_socket = match connect(wings, &server, headers.get(header::ORIGIN)).await {
         Ok(socket) => socket,
         Err(Refusal::Answered(response)) => return response,
@@ -143,10 +150,13 @@ pub async fn open(
         bus: state.events.clone(),
         restores: state.restores.clone(),
         auth_timeout: state.websocket_auth_timeout,
+        closing: state.sessions.child_token(),
     };
     upgrade.on_upgrade(move |socket| async move {
         // The socket keeps its connection's place among `api.max_connections`.
         let _slot = slot;
+        // Counted among the sessions a stop waits for.
+        let _place = place;
         run(socket, wings_socket, relay).await
     })
 }
@@ -346,6 +356,11 @@ fn event_frame(name: &str, arg: Option<&str>) -> Message {
     Message::Text(value.to_string().into())
 }
 
+/// Whether a socket whose token grants `session` (expiry, `backup.read`) sees `event`.
+fn may_see(session: Option<(i64, bool)>, event: &Event) -> bool {
+    session.is_some_and(|(_, backup_read)| backup_read || !needs_backup_read(event))
+}
+
 /// A close frame of aerie's.
 fn close(code: u16, reason: &'static str) -> CloseFrame {
     CloseFrame {
@@ -386,6 +401,18 @@ async fn to_client(
                 }
                 continue;
             }
+            () = relay.closing.cancelled() => {
+                // What is queued now is everything the ended jobs published.
+                while let Some(Some(event)) = subscription.as_ref().and_then(|s| s.next().now_or_never()) {
+                    if may_see(session, &event) {
+                        let frame = event_frame(&event.name, event.arg.as_deref());
+                        if !matches!(tokio::time::timeout(CLIENT_WRITE_TIMEOUT, client.send(frame)).await, Ok(Ok(()))) {
+                            break;
+                        }
+                    }
+                }
+                return End::Aerie(close(close_code::AWAY, SHUTDOWN_REASON));
+            }
             _ = tokio::time::sleep_until(expire_at.unwrap_or_else(Instant::now)), if expire_at.is_some() => {
                 // Wings tells the client; aerie stops adding its events until a fresh token.
                 session = None;
@@ -403,7 +430,7 @@ async fn to_client(
                 let Some(event) = event else {
                     return End::Aerie(close(close_code::AGAIN, "the client read too slowly"));
                 };
-                if session.is_some_and(|(_, backup_read)| !backup_read) && needs_backup_read(&event) {
+                if !may_see(session, &event) {
                     continue;
                 }
                 event_frame(&event.name, event.arg.as_deref())

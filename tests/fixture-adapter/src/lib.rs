@@ -3,10 +3,14 @@
 //! a number of bytes, so tests can watch the daemon clean up. Every `abort` leaves a
 //! `<backup>.aborted` marker, so a test can tell the sink was aborted rather than dropped.
 //! A stored archive can be read back; while a `<backup>.fail-open` marker exists, opening it
-//! fails as a storage outage would, so tests can watch a transient failure.
+//! fails as a storage outage would, so tests can watch a transient failure. While a
+//! `<backup>.hold` FIFO exists, `begin_backup` waits on it: it opens it (so the test's open
+//! of the write end returns once the backup is there) and reads it to its end (so the
+//! backup goes on when the test closes it), which holds a job running without timers.
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 
 use aerie_adapter_api::{
@@ -66,6 +70,12 @@ impl Adapter for FixtureAdapter {
     }
 
     fn begin_backup(&self, _server: &str, backup: &str) -> Result<FixtureSink, AdapterError> {
+        let hold = self.directory.join(format!("{backup}.hold"));
+        if fs::symlink_metadata(&hold).is_ok_and(|m| m.file_type().is_fifo()) {
+            File::open(&hold)
+                .and_then(|mut fifo| fifo.read_to_end(&mut Vec::new()))
+                .map_err(|e| AdapterError::io(hold.display(), &e))?;
+        }
         let path = self.directory.join(format!("{backup}.partial"));
         let file = File::create(&path).map_err(|e| AdapterError::io(path.display(), &e))?;
         Ok(FixtureSink {

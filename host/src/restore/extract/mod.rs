@@ -52,7 +52,7 @@
 //!   of the root's filesystem is looked at as the restore goes (see [`budget`]): the restore
 //!   stops with [`ExtractError::TooLarge`] or [`ExtractError::DiskFull`] before either is
 //!   passed.
-//! - **Streaming**: `cancelled` is checked between entries and every few MiB. After the
+//! - **Streaming**: `cancel` is checked between entries and every few MiB. After the
 //!   last entry the rest of the stream is read, so that every gzip member's CRC is verified
 //!   and a corrupt or truncated archive fails the restore.
 
@@ -67,10 +67,10 @@ use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use flate2::read::MultiGzDecoder;
+use tokio_util::sync::CancellationToken;
 
 pub use budget::SpaceProbe;
 use budget::{Budget, ENTRY_SPACE_BYTES};
@@ -81,6 +81,8 @@ use sys::{
     set_times_fd, symlinkat, unlinkat,
 };
 use tar_stream::{Entry, StreamError, TarReader};
+
+use crate::read_ahead::{self, ChunkReader};
 
 /// Mode bits restored from the archive: permissions and sticky, without setuid and setgid.
 const KEPT_MODE_BITS: u32 = 0o1777;
@@ -227,7 +229,7 @@ pub fn extract_archive<R: Read + Send>(
     options: &ExtractOptions,
     progress: &ExtractProgress,
     on_entry: &mut dyn FnMut(&Path),
-    cancelled: &AtomicBool,
+    cancel: &CancellationToken,
 ) -> Result<ExtractSummary, ExtractError> {
     let root_fd = File::open(root)
         .and_then(|file| {
@@ -241,7 +243,7 @@ pub fn extract_archive<R: Read + Send>(
             root: root.to_path_buf(),
             source,
         })?;
-    extract_archive_at(compressed, root_fd, options, progress, on_entry, cancelled)
+    extract_archive_at(compressed, root_fd, options, progress, on_entry, cancel)
 }
 
 /// [`extract_archive`] into the directory open as `root_fd`, never resolving the root's
@@ -252,13 +254,13 @@ pub fn extract_archive_at<R: Read + Send>(
     options: &ExtractOptions,
     progress: &ExtractProgress,
     on_entry: &mut dyn FnMut(&Path),
-    cancelled: &AtomicBool,
+    cancel: &CancellationToken,
 ) -> Result<ExtractSummary, ExtractError> {
     let mut extractor = Extractor {
         dirs: DirCache::new(root_fd, options.owner),
         owner: options.owner,
         progress,
-        cancelled,
+        cancel,
         pending: PendingDirs::default(),
         budget: Budget::new(options.max_bytes, options.space.clone()),
         summary: ExtractSummary::default(),
@@ -267,84 +269,26 @@ pub fn extract_archive_at<R: Read + Send>(
     // Inflating and unpacking overlap: one thread gunzips while this one writes files, so
     // a restore takes about the longer of the two rather than their sum.
     std::thread::scope(|scope| {
-        let (chunks, inflated) = mpsc::sync_channel(INFLATED_CHUNKS_AHEAD);
-        scope.spawn(move || inflate(compressed, chunks));
-        let reader = InflatedReader {
-            chunks: inflated,
-            chunk: Vec::new(),
-            at: 0,
-        };
-        unpack(reader, &mut extractor, on_entry, cancelled)
+        let (chunks, inflated) = read_ahead::channel(INFLATED_CHUNKS_AHEAD);
+        let decoder = MultiGzDecoder::new(compressed);
+        scope.spawn(move || chunks.send_from_reader(decoder, INFLATED_CHUNK_BYTES, None));
+        unpack(inflated.into_reader(), &mut extractor, on_entry, cancel)
     })?;
     Ok(extractor.summary)
-}
-
-/// Gunzips `compressed` into chunks sent to the unpacking thread; stops early when that
-/// thread has gone (the restore failed).
-fn inflate<R: Read>(compressed: R, chunks: SyncSender<io::Result<Vec<u8>>>) {
-    let mut decoder = MultiGzDecoder::new(compressed);
-    loop {
-        let mut chunk = vec![0; INFLATED_CHUNK_BYTES];
-        let read = loop {
-            match decoder.read(&mut chunk) {
-                Err(err) if err.kind() == ErrorKind::Interrupted => continue,
-                other => break other,
-            }
-        };
-        let message = match read {
-            Ok(0) => return,
-            Ok(n) => {
-                chunk.truncate(n);
-                Ok(chunk)
-            }
-            Err(err) => Err(err),
-        };
-        let failed = message.is_err();
-        if chunks.send(message).is_err() || failed {
-            return;
-        }
-    }
-}
-
-/// The decompressed stream, read from the inflating thread's chunks.
-struct InflatedReader {
-    chunks: Receiver<io::Result<Vec<u8>>>,
-    chunk: Vec<u8>,
-    at: usize,
-}
-
-impl Read for InflatedReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.at == self.chunk.len() {
-            match self.chunks.recv() {
-                Ok(Ok(chunk)) => {
-                    self.chunk = chunk;
-                    self.at = 0;
-                }
-                Ok(Err(err)) => return Err(err),
-                // The inflating thread ended without error: the end of the stream.
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.chunk.len() - self.at);
-        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
 }
 
 /// Unpacks every entry of the decompressed tar stream, then reads the rest of the stream
 /// (so every gzip CRC is checked) and applies the last directory modes and mtimes.
 fn unpack(
-    reader: InflatedReader,
+    reader: ChunkReader,
     extractor: &mut Extractor<'_>,
     on_entry: &mut dyn FnMut(&Path),
-    cancelled: &AtomicBool,
+    cancel: &CancellationToken,
 ) -> Result<(), ExtractError> {
     let mut archive = TarReader::new(reader);
     let mut last: Option<String> = None;
     loop {
-        check_cancelled(cancelled)?;
+        check_cancelled(cancel)?;
         let entry = match archive.next_entry() {
             Ok(Some(entry)) => entry,
             Ok(None) => break,
@@ -387,8 +331,8 @@ fn stream_error(err: StreamError, last: &Option<String>) -> ExtractError {
     }
 }
 
-fn check_cancelled(cancelled: &AtomicBool) -> Result<(), ExtractError> {
-    if cancelled.load(Ordering::Relaxed) {
+fn check_cancelled(cancel: &CancellationToken) -> Result<(), ExtractError> {
+    if cancel.is_cancelled() {
         Err(ExtractError::Cancelled)
     } else {
         Ok(())
@@ -427,7 +371,7 @@ struct Extractor<'a> {
     dirs: DirCache,
     owner: Option<(u32, u32)>,
     progress: &'a ExtractProgress,
-    cancelled: &'a AtomicBool,
+    cancel: &'a CancellationToken,
     pending: PendingDirs,
     budget: Budget,
     summary: ExtractSummary,
@@ -624,7 +568,7 @@ impl Extractor<'_> {
             since_check += read as u64;
             if since_check >= CANCEL_CHECK_BYTES {
                 since_check = 0;
-                check_cancelled(self.cancelled)?;
+                check_cancelled(self.cancel)?;
             }
         }
         Ok(())
@@ -711,7 +655,7 @@ impl Extractor<'_> {
             }
             if since_check >= CANCEL_CHECK_BYTES {
                 since_check = 0;
-                check_cancelled(self.cancelled)?;
+                check_cancelled(self.cancel)?;
             }
         }
     }

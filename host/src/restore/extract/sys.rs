@@ -1,53 +1,37 @@
-//! Thin wrappers over the system calls the restore makes on directory descriptors, so that
-//! the rest of the module never handles raw descriptors or pointers.
-//!
-//! Each passes valid descriptors and NUL-terminated names, and takes ownership of a
-//! returned descriptor at once.
+//! Thin wrappers over the system calls the restore makes on directory descriptors, through
+//! `rustix` (no `unsafe` here): the rest of the module keeps its `libc` flag and error
+//! constants, and never handles raw descriptors or pointers.
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use rustix::fs::{self as rfs, AtFlags, Gid, Mode, OFlags, Stat, Timespec, Timestamps, Uid};
 
 use super::Mtime;
 
-fn cvt(result: libc::c_int) -> io::Result<libc::c_int> {
-    if result == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(result)
-    }
-}
-
+/// `openat(2)` with `libc` open flags (`O_*`), which rustix's [`OFlags`] mirror bit for bit.
 pub(super) fn openat(
     dir: BorrowedFd<'_>,
     name: &CStr,
     flags: libc::c_int,
     mode: u32,
 ) -> io::Result<OwnedFd> {
-    let fd =
-        // SAFETY: valid descriptors, NUL-terminated names, pointers to live buffers.
-        cvt(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, mode as libc::c_uint) })?;
-    // SAFETY: openat returned this new descriptor, owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let flags = OFlags::from_bits_retain(flags as u32);
+    Ok(rfs::openat(dir, name, flags, Mode::from_raw_mode(mode))?)
 }
 
 pub(super) fn open_dir_nofollow(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
-    openat(
-        dir,
-        name,
-        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        0,
-    )
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(rfs::openat(dir, name, flags, Mode::empty())?)
 }
 
 pub(super) fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
-    // SAFETY: valid descriptors, NUL-terminated names, pointers to live buffers.
-    cvt(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode as libc::mode_t) }).map(drop)
+    Ok(rfs::mkdirat(dir, name, Mode::from_raw_mode(mode))?)
 }
 
 pub(super) fn symlinkat(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
-    // SAFETY: valid descriptors, NUL-terminated names, pointers to live buffers.
-    cvt(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) }).map(drop)
+    Ok(rfs::symlinkat(target, dir, name)?)
 }
 
 /// A hard link without `AT_SYMLINK_FOLLOW`: a symlink at `old` is linked, not followed.
@@ -57,37 +41,15 @@ pub(super) fn linkat(
     dir: BorrowedFd<'_>,
     name: &CStr,
 ) -> io::Result<()> {
-    // SAFETY: valid descriptors, NUL-terminated names, pointers to live buffers.
-    cvt(unsafe {
-        libc::linkat(
-            old_dir.as_raw_fd(),
-            old.as_ptr(),
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            0,
-        )
-    })
-    .map(drop)
+    Ok(rfs::linkat(old_dir, old, dir, name, AtFlags::empty())?)
 }
 
 pub(super) fn unlinkat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
-    // SAFETY: valid descriptors, NUL-terminated names, pointers to live buffers.
-    cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) }).map(drop)
+    Ok(rfs::unlinkat(dir, name, AtFlags::empty())?)
 }
 
-pub(super) fn lstat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat> {
-    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: valid descriptors, NUL-terminated names, pointers to live buffers.
-    cvt(unsafe {
-        libc::fstatat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            stat.as_mut_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })?;
-    // SAFETY: the call succeeded, so it filled the struct.
-    Ok(unsafe { stat.assume_init() })
+pub(super) fn lstat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Stat> {
+    Ok(rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?)
 }
 
 pub(super) fn chown_fd(fd: BorrowedFd<'_>, owner: Option<(u32, u32)>) -> io::Result<()> {
@@ -105,28 +67,36 @@ pub(super) fn chown_at_nofollow(
     let Some((uid, gid)) = owner else {
         return Ok(());
     };
-    // SAFETY: valid descriptors, NUL-terminated names, pointers to live buffers.
-    cvt(unsafe {
-        libc::fchownat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            uid,
-            gid,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })
-    .map(drop)
+    // The owner comes from the configuration, never the -1 that means "leave unchanged".
+    let (uid, gid) = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
+    Ok(rfs::chownat(
+        dir,
+        name,
+        uid,
+        gid,
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?)
 }
 
 pub(super) fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
-    // SAFETY: valid descriptors, NUL-terminated names, pointers to live buffers.
-    cvt(unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) }).map(drop)
+    Ok(rfs::fchmod(fd, Mode::from_raw_mode(mode))?)
+}
+
+/// Access and modification times both set to `mtime`.
+fn timestamps(mtime: Mtime) -> Timestamps {
+    let [spec, _] = mtime.timespecs();
+    let spec = Timespec {
+        tv_sec: spec.tv_sec,
+        tv_nsec: spec.tv_nsec,
+    };
+    Timestamps {
+        last_access: spec,
+        last_modification: spec,
+    }
 }
 
 pub(super) fn set_times_fd(fd: BorrowedFd<'_>, mtime: Mtime) -> io::Result<()> {
-    let times = mtime.timespecs();
-    // SAFETY: valid descriptors, NUL-terminated names, pointers to live buffers.
-    cvt(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) }).map(drop)
+    Ok(rfs::futimens(fd, &timestamps(mtime))?)
 }
 
 pub(super) fn set_times_at_nofollow(
@@ -134,17 +104,12 @@ pub(super) fn set_times_at_nofollow(
     name: &CStr,
     mtime: Mtime,
 ) -> io::Result<()> {
-    let times = mtime.timespecs();
-    // SAFETY: valid descriptors, NUL-terminated names, pointers to live buffers.
-    cvt(unsafe {
-        libc::utimensat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })
-    .map(drop)
+    Ok(rfs::utimensat(
+        dir,
+        name,
+        &timestamps(mtime),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?)
 }
 
 /// A filesystem's space, in bytes.
@@ -158,11 +123,7 @@ pub struct FsSpace {
 
 /// Space on the filesystem holding `fd`, in bytes.
 pub(super) fn fs_space(fd: BorrowedFd<'_>) -> io::Result<FsSpace> {
-    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `fd` is a valid descriptor and `stat` a writable statvfs, filled on success.
-    cvt(unsafe { libc::fstatvfs(fd.as_raw_fd(), stat.as_mut_ptr()) })?;
-    // SAFETY: fstatvfs succeeded, so it wrote the whole struct.
-    let stat = unsafe { stat.assume_init() };
+    let stat = rfs::fstatvfs(fd)?;
     let fragment = stat.f_frsize;
     Ok(FsSpace {
         available: stat.f_bavail.saturating_mul(fragment),

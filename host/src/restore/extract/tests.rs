@@ -17,6 +17,7 @@ fn time(n: i64) -> (i64, u32) {
 fn set_mtime(path: &Path, (secs, nanos): (i64, u32)) {
     let name = CString::new(path.as_os_str().as_bytes()).unwrap();
     let times = Mtime { secs, nanos }.timespecs();
+    // SAFETY: `name` is a NUL-terminated path and `times` two live timespecs for the call.
     let result = unsafe {
         libc::utimensat(
             libc::AT_FDCWD,
@@ -95,7 +96,7 @@ fn extract_with(
         options,
         &ExtractProgress::default(),
         &mut |_| {},
-        &AtomicBool::new(false),
+        &CancellationToken::new(),
     )
 }
 
@@ -275,7 +276,7 @@ fn gnu_tar_round_trip(format: &str, sparse: &[&str], with_nanos: bool) {
         &ExtractOptions::default(),
         &progress,
         &mut |path| seen.push(path.to_path_buf()),
-        &AtomicBool::new(false),
+        &CancellationToken::new(),
     )
     .unwrap();
     assert_eq!(
@@ -365,6 +366,7 @@ fn drops_setuid_and_setgid_but_keeps_sticky() {
 
 #[test]
 fn chowns_everything_it_creates() {
+    // SAFETY: geteuid takes nothing and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("not root: chown cannot be checked");
         return;
@@ -483,6 +485,13 @@ fn skips_special_files_and_global_headers() {
     assert_eq!(names, ["kept"]);
 }
 
+/// A token cancelled already.
+fn cancelled() -> CancellationToken {
+    let token = CancellationToken::new();
+    token.cancel();
+    token
+}
+
 #[test]
 fn stops_when_cancelled() {
     let sandbox = Sandbox::new();
@@ -493,7 +502,7 @@ fn stops_when_cancelled() {
         &ExtractOptions::default(),
         &ExtractProgress::default(),
         &mut |_| {},
-        &AtomicBool::new(true),
+        &cancelled(),
     )
     .unwrap_err();
     assert!(matches!(err, ExtractError::Cancelled));
@@ -1200,7 +1209,7 @@ fn sparse_round_trip(args: &[&str]) {
         &ExtractOptions::default(),
         &ExtractProgress::default(),
         &mut |_| {},
-        &AtomicBool::new(false),
+        &CancellationToken::new(),
     )
     .unwrap();
     let restored = sandbox.root.join("world.img");
