@@ -358,3 +358,22 @@ fn a_client_that_stops_reading_under_wings_console_flood_never_holds_up_a_backup
         }
     }
 }
+
+#[test]
+fn a_stopping_daemon_closes_the_client_with_1001_and_closes_wings() {
+    let wings = WingsStandIn::start("test-node-token-0123456789");
+    let node = node(&wings.url());
+    let daemon = node.start();
+    let mut socket = open(&daemon, &node, SERVER, &["*"]);
+    assert_eq!(daemon.stop(), Some(0));
+    let close = loop {
+        match socket.inner().read().expect("a close frame") {
+            Message::Close(close) => break close.expect("a close code"),
+            other => assert!(!matches!(other, Message::Text(_)), "{other:?}"),
+        }
+    };
+    assert_eq!(close.code, CloseCode::Away);
+    assert_eq!(close.reason.as_str(), "the daemon is shutting down");
+    let seen = wings.socket.wait_for(0, |c| c.ended);
+    assert!(seen.close_received, "{seen:?}");
+}
