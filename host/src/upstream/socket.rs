@@ -200,7 +200,13 @@ async fn connect(
     let config = WebSocketConfig::default()
         .max_frame_size(Some(WINGS_MESSAGE_LIMIT))
         .max_message_size(Some(WINGS_MESSAGE_LIMIT));
-    let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+    let connector = if url.scheme() == "wss" {
+        Some(tls_connector().map_err(Refusal::Unreachable)?)
+    } else {
+        None
+    };
+    let connecting =
+        tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector);
     match tokio::time::timeout(WINGS_CONNECT_TIMEOUT, connecting).await {
         Ok(Ok((socket, _))) => Ok(socket),
         Ok(Err(tungstenite::Error::Http(response))) => {
@@ -219,6 +225,20 @@ async fn connect(
             "no answer within {WINGS_CONNECT_TIMEOUT:?}"
         ))),
     }
+}
+
+/// TLS to a Wings on `https`: the system's roots, and ring named as the provider (rustls
+/// cannot choose one itself when a workspace build enables two).
+fn tls_connector() -> Result<tokio_tungstenite::Connector, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS to Wings: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_tungstenite::Connector::Rustls(Arc::new(config)))
 }
 
 /// Relays until either side ends, then closes the other cleanly; nothing outlives it.
