@@ -14,7 +14,8 @@ use url::Host;
 /// ignored, no wildcards) and then allows every address it resolves to. An `Ip` or
 /// `Net` entry allows that address or range whatever name led to it; IPv4-mapped IPv6
 /// addresses match their IPv4 form.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum AllowEntry {
     /// A host name, stored in lowercase ASCII (IDNA) form without a trailing dot.
     Host(String),
@@ -30,6 +31,15 @@ pub enum AllowEntry {
     "invalid restore_host_allowlist entry {0:?}: expected a host name, an IP address or a CIDR range"
 )]
 pub struct InvalidAllowEntry(pub String);
+
+impl TryFrom<String> for AllowEntry {
+    type Error = InvalidAllowEntry;
+
+    /// What the config's deserializer calls: the same rules as [`FromStr`].
+    fn try_from(entry: String) -> Result<Self, Self::Error> {
+        entry.parse()
+    }
+}
 
 impl FromStr for AllowEntry {
     type Err = InvalidAllowEntry;

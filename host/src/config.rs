@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
+use crate::allowlist::AllowEntry;
+
 /// Bytes in a MiB, the unit of Wings' rate limits.
 const MIB: u64 = 1024 * 1024;
 
@@ -227,7 +229,7 @@ pub struct Backups {
     /// Hosts, IPs and CIDRs a restore's `download_url` may reach although they are
     /// loopback or private (later Wings' key).
     #[serde(default)]
-    pub restore_host_allowlist: Vec<String>,
+    pub restore_host_allowlist: Vec<AllowEntry>,
     /// Most bytes of file content one restore may write; 0 or unset means no limit.
     #[serde(default)]
     pub restore_max_bytes: Option<u64>,
@@ -292,7 +294,14 @@ impl Config {
         let deserializer = serde_ignored::Deserializer::new(deserializer, &mut record_ignored);
         let mut config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let path = e.path().to_string();
-            anyhow::anyhow!("{path}: {}", e.into_inner())
+            let message = e.into_inner().to_string();
+            // serde_yaml names the key itself (without a list index) in front of an error
+            // a value's own parser gave: said once is enough.
+            let unindexed: String = path.split('[').next().unwrap_or_default().into();
+            let message = message
+                .strip_prefix(&format!("{unindexed}: "))
+                .unwrap_or(&message);
+            anyhow::anyhow!("{path}: {message}")
         })?;
         config.ignored_keys = ignored.into_iter().collect();
         config.check()?;
@@ -302,11 +311,6 @@ impl Config {
     fn check(&self) -> anyhow::Result<()> {
         if self.token.trim().is_empty() {
             bail!("token: must not be empty (it is the bearer token the Panel sends)");
-        }
-        for entry in &self.system.backups.restore_host_allowlist {
-            if let Err(err) = entry.parse::<crate::allowlist::AllowEntry>() {
-                bail!("system.backups.restore_host_allowlist: {err}");
-            }
         }
         if self.system.backups.compression_threads == Some(0) {
             bail!(
@@ -338,8 +342,9 @@ impl Config {
         }
         if let Some(upstream) = &self.upstream {
             let url = &upstream.url;
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                bail!("upstream.url: {url:?} is not an http:// or https:// URL");
+            // Wings listens in plain HTTP on loopback behind aerie (README, "Deploy beside Wings").
+            if !url.starts_with("http://") {
+                bail!("upstream.url: {url:?} is not an http:// URL (Wings behind aerie listens in plain HTTP on loopback)");
             }
         }
         if self.api.ssl.enabled {
@@ -541,6 +546,31 @@ mod tests {
         let config =
             Config::parse("token: x\nsystem:\n  backup_write_limit: 17592186044415\n").unwrap();
         assert_eq!(config.write_limit_bytes(), Some(17592186044415 * MIB));
+    }
+
+    #[test]
+    fn allowlist_entries_are_parsed_once_and_a_bad_one_names_its_place() {
+        let config = Config::parse(
+            "token: x\nsystem:\n  backups:\n    restore_host_allowlist: [10.0.0.0/8, minio.internal]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.system.backups.restore_host_allowlist,
+            vec![
+                "10.0.0.0/8".parse::<AllowEntry>().unwrap(),
+                "minio.internal".parse().unwrap()
+            ]
+        );
+        let err = Config::parse(
+            "token: x\nsystem:\n  backups:\n    restore_host_allowlist: [ok.example, '*.example']\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "system.backups.restore_host_allowlist[1]: invalid restore_host_allowlist entry \"*.example\""
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::registry::Registry;
 use crate::restore::{RestoreError, RestoreRequest, Restores};
 use crate::serve::ConnectionSlot;
 use crate::tasks::TaskGroup;
+use crate::upstream::proxy::{self, Proxy};
 use crate::upstream::{socket, Wings};
 
 /// The largest JSON body read: a backup request's `ignore` list or a restore's
@@ -77,7 +78,8 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    /// An error answer with `status` and `message`.
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
@@ -151,9 +153,11 @@ fn invalid_uuid() -> ApiError {
     )
 }
 
-/// Every route, with auth, request ids and request tracing.
+/// Every route, with auth, request ids and request tracing. In front of Wings
+/// (`upstream:`), power actions are checked against restores and everything else aerie has
+/// no route for is passed through to Wings; standalone, it is a 404.
 pub fn router(state: Arc<AppState>) -> Router {
-    let api = Router::new()
+    let mut api = Router::new()
         .route("/api/servers/{server}/backup", post(create_backup))
         .route(
             "/api/servers/{server}/backup/{uuid}",
@@ -165,26 +169,39 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/servers/{server}/backups", get(list_backups))
         .route("/api/notifications", get(list_notifications))
-        .route("/api/notifications/{id}", delete(drop_notification))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route("/api/notifications/{id}", delete(drop_notification));
+    if state.upstream.is_some() {
+        api = api.route("/api/servers/{server}/power", post(proxy::power));
+    }
+    let api = api.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     // The websocket authenticates inside the protocol (a JWT in its first message).
     // The download link carries its own token in the query.
     let open = Router::new()
         .route("/api/servers/{server}/ws", get(open_websocket))
         .route("/download/backup", get(download_backup));
-    api.merge(open)
-        .fallback(|| async {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "The requested resource does not exist on this instance.",
-            )
-        })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "This method is not allowed on this endpoint.",
-            )
-        })
+    let routes = api.merge(open);
+    let routes = match &state.upstream {
+        // A method aerie does not serve on one of its paths is Wings' to answer too (an
+        // `OPTIONS` preflight gets Wings' CORS answer).
+        Some(wings) => routes
+            .fallback(proxy::forward)
+            .method_not_allowed_fallback(proxy::forward)
+            .layer(Extension(Proxy::new(wings.clone()))),
+        None => routes
+            .fallback(|| async {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "The requested resource does not exist on this instance.",
+                )
+            })
+            .method_not_allowed_fallback(|| async {
+                ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "This method is not allowed on this endpoint.",
+                )
+            }),
+    };
+    routes
         .with_state(state)
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http())

@@ -21,6 +21,7 @@ pub mod registry;
 pub mod restore;
 pub mod serve;
 pub mod tasks;
+pub mod tls;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -58,9 +59,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     for key in &config.ignored_keys {
         tracing::info!(key = %key, "config key not used by aerie; ignored");
     }
+    // First, so that a bad certificate stops start-up before anything else is touched.
+    let tls = match config.api.ssl.enabled {
+        true => Some(tls::Tls::load(&config.api.ssl)?),
+        false => None,
+    };
     let adapters = {
-        let config = config.clone();
-        tokio::task::spawn_blocking(move || Adapters::load(&config)).await??
+        let (plugins, backup_directory) = (
+            config.plugins.clone(),
+            config.system.backup_directory.clone(),
+        );
+        tokio::task::spawn_blocking(move || Adapters::load(plugins.as_deref(), &backup_directory))
+            .await??
     };
     let registry = Arc::new(Registry::open(&config.system.root_directory)?);
     std::fs::create_dir_all(&config.system.data)
@@ -104,14 +114,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         notifier.clone(),
         work.clone(),
     ));
-    let allowlist = config
-        .system
-        .backups
-        .restore_host_allowlist
-        .iter()
-        .map(|entry| entry.parse())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("system.backups.restore_host_allowlist: {e}"))?;
     let restores = Arc::new(Restores::new(
         locks,
         backups.clone(),
@@ -123,7 +125,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             owner: config.restore_owner(),
             max_bytes: config.restore_max_bytes(),
             fetch_policy: FetchPolicy {
-                allowlist,
+                allowlist: config.system.backups.restore_host_allowlist.clone(),
                 ..FetchPolicy::default()
             },
             upstream: upstream.clone(),
@@ -160,10 +162,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "listening");
     // One line on stdout, for operators and for scripts that start aerie on port 0.
-    println!("aerie listening on http://{local}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("aerie listening on {scheme}://{local}");
     let limits = serve::Limits {
         read_timeout: Duration::from_secs(config.api.read_timeout),
         max_connections: config.api.max_connections,
+    };
+    let (acceptor, reloads) = match tls {
+        Some(tls) => (Some(tls.acceptor), Some(tokio::spawn(tls.reloader.run()))),
+        None => (None, None),
     };
     let serving = work.child_token();
     let stop_serving = async {
@@ -171,9 +178,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         serving.cancel();
     };
     tokio::join!(
-        serve::serve(listener, http::router(state), limits, serving.clone()),
+        serve::serve(
+            listener,
+            http::router(state),
+            limits,
+            acceptor,
+            serving.clone()
+        ),
         stop_serving
     );
+    if let Some(reloads) = reloads {
+        reloads.abort();
+    }
     tracing::info!("shutting down: stopping running backups and restores");
     work.stop().await;
     if tokio::time::timeout(SESSIONS_CLOSE_GRACE, sessions.stop())

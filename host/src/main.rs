@@ -85,9 +85,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None => tokio::runtime::Runtime::new()?.block_on(aerie::run(config)),
         Some(Command::Check) => {
-            aerie::plugins::Adapters::load(&config)?;
+            if config.api.ssl.enabled {
+                aerie::tls::Tls::load(&config.api.ssl)?;
+            }
+            aerie::plugins::Adapters::load(
+                config.plugins.as_deref(),
+                &config.system.backup_directory,
+            )?;
             println!("aerie: the config and its adapters are good");
-            Ok(())
+            check_upstream(&config)
         }
         Some(Command::WsToken { server }) => {
             let claims = serde_json::json!({
@@ -108,11 +114,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "0.0.0.0" | "::" => "127.0.0.1",
                 host => host,
             };
+            let scheme = if config.api.ssl.enabled {
+                "https"
+            } else {
+                "http"
+            };
             println!(
-                "http://{host}:{}/download/backup?token={token}",
+                "{scheme}://{host}:{}/download/backup?token={token}",
                 config.api.port
             );
             Ok(())
         }
+    }
+}
+
+/// `aerie check` in front of Wings: asks Wings' `/api/system` with the node token, prints
+/// whether it answers, and fails the check when it does not (the Panel would see 502s).
+fn check_upstream(config: &Config) -> anyhow::Result<()> {
+    let Some(upstream) = &config.upstream else {
+        return Ok(());
+    };
+    let wings = std::sync::Arc::new(aerie::upstream::Wings::new(&upstream.url, &config.token));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let answer = runtime.block_on(aerie::upstream::proxy::Proxy::new(wings.clone()).probe());
+    match answer {
+        Ok(version) => {
+            println!("aerie: upstream {} answers: {version}", wings.url);
+            Ok(())
+        }
+        Err(cause) => anyhow::bail!(
+            "upstream.url: Wings at {} does not answer GET /api/system: {cause}",
+            wings.url
+        ),
     }
 }

@@ -13,8 +13,6 @@ use aerie_adapter_api::HostContext;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-use crate::config::Config;
-
 /// The file name of the bundled `wings` adapter, found beside the `aerie` binary.
 pub const BUNDLED_WINGS_LIBRARY: &str = "libaerie_adapter_wings.so";
 
@@ -85,14 +83,15 @@ impl Adapters {
         self.by_name.values()
     }
 
-    /// Loads what `config` names: the plugins file's adapters, or the bundled `wings`
-    /// adapter when there is no plugins file. Any problem is one line naming the file.
-    pub fn load(config: &Config) -> anyhow::Result<Self> {
+    /// Loads the adapters of the `plugins` file, or the bundled `wings` adapter when there is
+    /// none; `backup_directory` (`system.backup_directory`) is what adapters are told as the
+    /// node's default place for backups. Any problem is one line naming the file.
+    pub fn load(plugins: Option<&Path>, backup_directory: &Path) -> anyhow::Result<Self> {
         let host = HostContext {
-            backup_directory: absolute(&config.system.backup_directory),
+            backup_directory: absolute(backup_directory),
             aerie_version: env!("CARGO_PKG_VERSION").to_string(),
         };
-        let entries = match &config.plugins {
+        let entries = match plugins {
             Some(path) => read_plugins_file(path)?,
             None => vec![PluginEntry {
                 name: "wings".into(),
@@ -100,7 +99,7 @@ impl Adapters {
                 config: serde_json::Value::Null,
             }],
         };
-        let source = config.plugins.as_ref().map_or_else(
+        let source = plugins.map_or_else(
             || "the bundled adapters".to_string(),
             |p| p.display().to_string(),
         );

@@ -1,6 +1,7 @@
 //! The accept loop in front of the router: a bounded number of connections, HTTP/1 with a
 //! read timeout, websocket upgrades, and a graceful stop. `axum::serve` has none of the
 //! bounds, so a few hundred clients that never finish a request could hold every descriptor.
+//! With `api.ssl`, each connection's TLS handshake runs here too, under the same bounds.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,10 +12,12 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -25,6 +28,20 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How long the loop pauses when `accept` fails for want of descriptors or memory (what
 /// `axum::serve` does too), instead of spinning on the error.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+/// The first byte of every TLS connection: the content type of a handshake record
+/// (RFC 8446 section 5.1). Anything else on the TLS port is not TLS.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// What Go's HTTP server (so Wings) answers to plain HTTP on its TLS port, word for word
+/// (`net/http/server.go`, `conn.serve`).
+const PLAIN_HTTP_REFUSAL: &[u8] =
+    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+
+/// How much of a refused plain-HTTP request is read and dropped after the answer, so that
+/// closing with the request unread does not reset the connection before the client reads
+/// the answer: a request's headers are far smaller.
+const PLAIN_HTTP_DRAIN_BYTES: u64 = 64 * 1024;
 
 /// The bounds every connection is served under.
 #[derive(Debug, Clone, Copy)]
@@ -62,7 +79,15 @@ pub struct ClientConnection {
 /// At the cap the loop stops calling `accept`: new connections wait in the kernel's backlog
 /// (and are served when a place frees) rather than being accepted and closed, so the
 /// daemon's descriptors stay bounded and a client only sees a slower connect.
-pub async fn serve(listener: TcpListener, router: Router, limits: Limits, stop: CancellationToken) {
+///
+/// With `tls`, every connection must start with a TLS handshake.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    tls: Option<TlsAcceptor>,
+    stop: CancellationToken,
+) {
     let places = Arc::new(Semaphore::new(limits.max_connections));
     let mut connections = JoinSet::new();
     // Whether the last wait for a place was logged: one line each time the cap is reached.
@@ -82,6 +107,7 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, stop: 
             peer,
             router.clone(),
             limits,
+            tls.clone(),
             ConnectionSlot {
                 _place: Arc::new(place),
             },
@@ -156,16 +182,82 @@ async fn serve_connection(
     peer: SocketAddr,
     router: Router,
     limits: Limits,
+    tls: Option<TlsAcceptor>,
     slot: ConnectionSlot,
     stop: CancellationToken,
 ) {
     if let Err(err) = stream.set_nodelay(true) {
         tracing::debug!(%peer, "cannot set TCP_NODELAY: {err}");
     }
-    // A TLS handshake, when there is one, goes here (under `limits.read_timeout`, holding
-    // the same place): the stream it yields is served as the plain one is.
-    let client = ClientConnection { peer, tls: false };
-    serve_http(stream, client, router, limits, slot, stop).await;
+    let Some(acceptor) = tls else {
+        let client = ClientConnection { peer, tls: false };
+        serve_http(stream, client, router, limits, slot, stop).await;
+        return;
+    };
+    // The handshake holds this connection's place and gets the time a request's headers
+    // get: a client that connects and sends nothing is closed as it is without TLS.
+    let handshake = tokio::time::timeout(limits.read_timeout, handshake(&acceptor, stream, peer));
+    let handshake = tokio::select! {
+        handshake = handshake => handshake,
+        () = stop.cancelled() => return,
+    };
+    match handshake {
+        Ok(Some(stream)) => {
+            let client = ClientConnection { peer, tls: true };
+            serve_http(stream, client, router, limits, slot, stop).await;
+        }
+        Ok(None) => {}
+        Err(_) => tracing::debug!(
+            %peer,
+            "no TLS handshake within {:?} (api.read_timeout); closed",
+            limits.read_timeout
+        ),
+    }
+}
+
+/// The TLS stream of `stream`, or `None` when the client spoke plain HTTP (it is answered
+/// as Go answers it) or the handshake failed. Anyone can reach the port, so failures are
+/// logged at debug level only.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<TlsStream<TcpStream>> {
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(0) => return None,
+        Ok(_) => {}
+        Err(err) => {
+            tracing::debug!(%peer, "connection ended before a TLS handshake: {err}");
+            return None;
+        }
+    }
+    if first[0] != TLS_HANDSHAKE_RECORD {
+        tracing::debug!(%peer, "plain HTTP on the TLS port; answered 400");
+        refuse_plain_http(stream).await;
+        return None;
+    }
+    match acceptor.accept(stream).await {
+        Ok(stream) => Some(stream),
+        Err(err) => {
+            tracing::debug!(%peer, "TLS handshake failed: {err}");
+            None
+        }
+    }
+}
+
+/// Answers a plain-HTTP client on the TLS port and closes, after reading and dropping (a
+/// bounded part of) its request so that the close does not reset the connection under the
+/// answer.
+async fn refuse_plain_http(mut stream: TcpStream) {
+    if stream.write_all(PLAIN_HTTP_REFUSAL).await.is_err() || stream.shutdown().await.is_err() {
+        return;
+    }
+    let _ = tokio::io::copy(
+        &mut (&mut stream).take(PLAIN_HTTP_DRAIN_BYTES),
+        &mut tokio::io::sink(),
+    )
+    .await;
 }
 
 /// Serves HTTP/1 (and upgrades) on `io`, a plain or TLS stream.

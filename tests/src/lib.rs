@@ -15,6 +15,7 @@ use serde_json::Value;
 
 pub mod panel;
 pub mod s3;
+pub mod tls;
 pub mod tree;
 pub mod websocket;
 pub mod wings;
@@ -182,18 +183,35 @@ impl Node {
     /// its exit code and everything it printed.
     pub fn start_expecting_failure(&self) -> (i32, String) {
         let config = self.write_config();
-        let output = Command::new(aerie_binary())
+        let mut child = Command::new(aerie_binary())
             .arg("--config")
             .arg(&config)
             .env("AERIE_ADAPTER_DIR", target_dir())
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("run aerie");
+        // A daemon that starts when it should have refused would run forever: it is
+        // killed after the guard, and the test fails with what it printed.
+        let started = Instant::now();
+        let code = loop {
+            if let Some(status) = child.try_wait().expect("wait for aerie") {
+                break status.code().unwrap_or(-1);
+            }
+            if started.elapsed() > HANG_GUARD {
+                let _ = child.kill();
+                let _ = child.wait();
+                break 0;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let output = child.wait_with_output().expect("aerie's output");
         let printed = format!(
             "{}{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        (output.status.code().unwrap_or(-1), printed)
+        (code, printed)
     }
 
     /// Runs the daemon with this node's config, asserts that it refuses to start (a non-zero

@@ -2,9 +2,11 @@
 
 use serde_json::{json, Value};
 use std::net::TcpStream;
+use std::sync::Arc;
 use tungstenite::client::IntoClientRequest;
+use tungstenite::handshake::HandshakeError;
 use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket};
+use tungstenite::{Connector, Message, WebSocket};
 
 /// A frame: its event name and first argument.
 pub type Frame = (String, Option<String>);
@@ -36,6 +38,27 @@ pub fn connect(
             .set_read_timeout(Some(crate::HANG_GUARD))
             .expect("read timeout");
     }
+    Ok(Socket { ws })
+}
+
+/// Opens `GET /api/servers/{server}/ws` over `wss://` on the daemon at `base`
+/// (`https://...`), trusting what `tls` trusts.
+pub fn connect_tls(
+    base: &str,
+    server: &str,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<Socket, tungstenite::Error> {
+    let address = base.strip_prefix("https://").expect("an https:// base");
+    let request = format!("wss://{address}/api/servers/{server}/ws").into_client_request()?;
+    let stream = TcpStream::connect(address)?;
+    // A hang guard, as in `connect`.
+    stream.set_read_timeout(Some(crate::HANG_GUARD))?;
+    let (ws, _) =
+        tungstenite::client_tls_with_config(request, stream, None, Some(Connector::Rustls(tls)))
+            .map_err(|err| match err {
+                HandshakeError::Failure(err) => err,
+                HandshakeError::Interrupted(_) => unreachable!("the stream is blocking"),
+            })?;
     Ok(Socket { ws })
 }
 

@@ -377,31 +377,3 @@ fn a_stopping_daemon_closes_the_client_with_1001_and_closes_wings() {
     let seen = wings.socket.wait_for(0, |c| c.ended);
     assert!(seen.close_received, "{seen:?}");
 }
-
-#[test]
-fn a_wings_on_https_whose_tls_fails_closes_the_client_with_1011() {
-    // Something on the port that accepts and hangs up: no TLS handshake can complete.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            drop(stream);
-        }
-    });
-    let node = node(&format!("https://127.0.0.1:{port}"));
-    let daemon = node.start();
-    let mut socket = connect(&daemon.base, SERVER, Some(PANEL)).expect("the upgrade");
-    let Message::Close(Some(close)) = socket.inner().read().expect("a close frame") else {
-        panic!("not a close frame with a code");
-    };
-    assert_eq!(close.code, CloseCode::Error);
-    assert_eq!(
-        close.reason.as_str(),
-        "Wings cannot be reached on this node"
-    );
-    assert!(
-        daemon.log().contains("cannot open Wings' websocket"),
-        "{}",
-        daemon.log()
-    );
-}

@@ -4,6 +4,7 @@
 //! aerie's backup events added, and asking Wings to stop a server before a restore.
 
 pub mod power;
+pub mod proxy;
 pub mod socket;
 
 /// Wings on this node, as aerie reaches it.

@@ -169,11 +169,11 @@ enum Refusal {
     Unreachable(String),
 }
 
-/// Wings' socket URL for `server`: the upstream URL with a `ws`/`wss` scheme.
+/// Wings' socket URL for `server`: the upstream URL (plain HTTP on loopback, as the config
+/// requires) with the `ws` scheme.
 fn socket_url(wings: &Wings, server: &str) -> Result<url::Url, String> {
     let mut url = url::Url::parse(&wings.url).map_err(|e| format!("upstream.url: {e}"))?;
-    let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
-    url.set_scheme(scheme)
+    url.set_scheme("ws")
         .map_err(|()| format!("upstream.url: {} has no websocket scheme", wings.url))?;
     url.path_segments_mut()
         .map_err(|()| format!("upstream.url: {} cannot have a path", wings.url))?
@@ -200,13 +200,7 @@ async fn connect(
     let config = WebSocketConfig::default()
         .max_frame_size(Some(WINGS_MESSAGE_LIMIT))
         .max_message_size(Some(WINGS_MESSAGE_LIMIT));
-    let connector = if url.scheme() == "wss" {
-        Some(tls_connector().map_err(Refusal::Unreachable)?)
-    } else {
-        None
-    };
-    let connecting =
-        tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector);
+    let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
     match tokio::time::timeout(WINGS_CONNECT_TIMEOUT, connecting).await {
         Ok(Ok((socket, _))) => Ok(socket),
         Ok(Err(tungstenite::Error::Http(response))) => {
@@ -225,20 +219,6 @@ async fn connect(
             "no answer within {WINGS_CONNECT_TIMEOUT:?}"
         ))),
     }
-}
-
-/// TLS to a Wings on `https`: the system's roots, and ring named as the provider (rustls
-/// cannot choose one itself when a workspace build enables two).
-fn tls_connector() -> Result<tokio_tungstenite::Connector, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS to Wings: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(tokio_tungstenite::Connector::Rustls(Arc::new(config)))
 }
 
 /// Relays until either side ends, then closes the other cleanly; nothing outlives it.
@@ -509,7 +489,7 @@ mod tests {
     }
 
     #[test]
-    fn the_socket_url_takes_the_upstream_scheme_and_escapes_the_server() {
+    fn the_socket_url_is_wings_with_ws_and_the_server_escaped() {
         let url = |base: &str, server: &str| {
             socket_url(&Wings::new(base, "t"), server)
                 .unwrap()
@@ -520,8 +500,8 @@ mod tests {
             "ws://127.0.0.1:8081/api/servers/abc/ws"
         );
         assert_eq!(
-            url("https://wings.local:8443", "a/../b?c"),
-            "wss://wings.local:8443/api/servers/a%2F..%2Fb%3Fc/ws"
+            url("http://127.0.0.1:8081", "a/../b?c"),
+            "ws://127.0.0.1:8081/api/servers/a%2F..%2Fb%3Fc/ws"
         );
     }
 }

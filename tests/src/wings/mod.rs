@@ -41,7 +41,11 @@ impl WingsStandIn {
         let app = Router::new()
             .merge(files::router(files.clone()))
             .merge(power::router(power.clone()))
-            .merge(socket::router(socket.clone()));
+            .merge(socket::router(socket.clone()))
+            .layer(axum::middleware::from_fn_with_state(
+                files.clone(),
+                files::record,
+            ));
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("bind the Wings stand-in");

@@ -1,9 +1,13 @@
-use super::dirs::MAX_CACHED_DIRS;
+use super::dirs::{Missing, MAX_CACHED_DIRS};
 use super::*;
 use std::collections::BTreeMap;
+use std::ffi::CString;
 use std::ffi::OsStr;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::process::Command;
+use std::sync::atomic::Ordering;
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
