@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
 
 use crate::backups::Backups;
-use crate::ids::is_canonical_uuid;
+use crate::ids::{BackupId, ServerId};
 use crate::jwt::{self, unix_now, JwtError};
 use crate::read_ahead;
 use crate::registry::Registry;
@@ -115,7 +115,9 @@ impl Downloads {
                 "The download link's token lacks server_uuid, backup_uuid or unique_id.",
             ));
         };
-        if !is_canonical_uuid(backup) || self.backups.server_root(server).is_none() {
+        let known = BackupId::parse(backup).is_some()
+            && ServerId::parse(server).is_some_and(|s| self.backups.server_root(&s).is_some());
+        if !known {
             return Err(refuse(
                 StatusCode::NOT_FOUND,
                 "The requested backup was not found on this server.",

@@ -20,7 +20,7 @@ use tower_http::trace::TraceLayer;
 use crate::backups::{BackupRequest, Backups, StartError};
 use crate::download::Downloads;
 use crate::events::{websocket, EventBus};
-use crate::ids::is_canonical_uuid;
+use crate::ids::{BackupId, ServerId};
 use crate::registry::Registry;
 use crate::restore::{RestoreError, RestoreRequest, Restores};
 use crate::serve::ConnectionSlot;
@@ -118,8 +118,7 @@ impl IntoResponse for ApiError {
 impl From<StartError> for ApiError {
     fn from(err: StartError) -> Self {
         let status = match err {
-            StartError::ServerNotFound => StatusCode::NOT_FOUND,
-            StartError::InvalidUuid | StartError::UnknownAdapter(_) => StatusCode::BAD_REQUEST,
+            StartError::UnknownAdapter(_) => StatusCode::BAD_REQUEST,
             StartError::Conflict(..) | StartError::Restoring => StatusCode::CONFLICT,
             StartError::Internal(_) => return ApiError::internal(err),
         };
@@ -237,19 +236,81 @@ async fn require_token(
     Ok(next.run(request).await)
 }
 
+/// A route's `{server}`, parsed once: a safe id naming a server directory that exists on
+/// this node, with that directory. Anything else is Wings' 404, whatever the route.
+pub struct ExistingServer {
+    /// The server's id.
+    pub id: ServerId,
+    /// `<data>/<id>`, a real directory when the request came in.
+    pub root: std::path::PathBuf,
+}
+
+impl axum::extract::FromRequestParts<Arc<AppState>> for ExistingServer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let params = path_params(parts, state).await?;
+        let id = params
+            .get("server")
+            .and_then(|raw| ServerId::parse(raw))
+            .ok_or_else(ApiError::server_not_found)?;
+        let root = state
+            .backups
+            .server_root(&id)
+            .ok_or_else(ApiError::server_not_found)?;
+        Ok(Self { id, root })
+    }
+}
+
+/// A route's `{uuid}`, parsed once into a canonical uuid; anything else is a 400 in Wings'
+/// words. Declared after [`ExistingServer`] in a handler, so that an unknown server is a
+/// 404 whatever the uuid, as in Wings.
+pub struct BackupPath(pub BackupId);
+
+impl axum::extract::FromRequestParts<Arc<AppState>> for BackupPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let params = path_params(parts, state).await?;
+        params
+            .get("uuid")
+            .and_then(|raw| BackupId::parse(raw))
+            .map(Self)
+            .ok_or_else(invalid_uuid)
+    }
+}
+
+/// The route's named path parameters, percent-decoded.
+async fn path_params(
+    parts: &mut axum::http::request::Parts,
+    state: &Arc<AppState>,
+) -> Result<std::collections::HashMap<String, String>, ApiError> {
+    use axum::extract::FromRequestParts;
+    Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
+        .await
+        .map(|Path(params)| params)
+        .map_err(|_| ApiError::server_not_found())
+}
+
 /// `POST /api/servers/{server}/backup`: 202 once the backup is reserved; it runs in the
 /// background.
 async fn create_backup(
     State(state): State<Arc<AppState>>,
-    Path(server): Path<String>,
+    server: ExistingServer,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    if state.backups.server_root(&server).is_none() {
-        return Err(ApiError::server_not_found());
-    }
     let body = read_body(body, state.read_timeout).await?;
     let request: BackupRequest = parse_json(&body)?;
-    state.backups.start(&server, request).await?;
+    state
+        .backups
+        .start(&server.id, server.root, request)
+        .await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -257,19 +318,16 @@ async fn create_backup(
 /// restore runs in the background.
 async fn restore_backup(
     State(state): State<Arc<AppState>>,
-    Path((server, uuid)): Path<(String, String)>,
+    server: ExistingServer,
+    BackupPath(uuid): BackupPath,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let root = state
-        .backups
-        .server_root(&server)
-        .ok_or_else(ApiError::server_not_found)?;
-    if !is_canonical_uuid(&uuid) {
-        return Err(invalid_uuid());
-    }
     let body = read_body(body, state.read_timeout).await?;
     let request: RestoreRequest = parse_json(&body)?;
-    state.restores.start(&server, root, &uuid, request).await?;
+    state
+        .restores
+        .start(&server.id, server.root, &uuid, request)
+        .await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -277,15 +335,10 @@ async fn restore_backup(
 /// one is cancelled first).
 async fn delete_backup(
     State(state): State<Arc<AppState>>,
-    Path((server, uuid)): Path<(String, String)>,
+    server: ExistingServer,
+    BackupPath(uuid): BackupPath,
 ) -> Result<StatusCode, ApiError> {
-    if state.backups.server_root(&server).is_none() {
-        return Err(ApiError::server_not_found());
-    }
-    if !is_canonical_uuid(&uuid) {
-        return Err(invalid_uuid());
-    }
-    match state.backups.delete(&server, &uuid).await {
+    match state.backups.delete(&server.id, &uuid).await {
         Ok(true) => Ok(StatusCode::NO_CONTENT),
         Ok(false) => Err(backup_not_found()),
         Err(err) => Err(ApiError::internal(format!("{err:#}"))),
@@ -328,14 +381,11 @@ async fn backup_status(
 /// `GET /api/servers/{server}/backups`: the server's known backups, newest first.
 async fn list_backups(
     State(state): State<Arc<AppState>>,
-    Path(server): Path<String>,
+    server: ExistingServer,
 ) -> Result<Response, ApiError> {
-    if state.backups.server_root(&server).is_none() {
-        return Err(ApiError::server_not_found());
-    }
     let list = state
         .backups
-        .list(&server)
+        .list(&server.id)
         .map_err(|err| ApiError::internal(format!("{err:#}")))?;
     Ok(Json(list).into_response())
 }
@@ -372,7 +422,7 @@ async fn drop_notification(
 /// the Panel or an allowed origin; clients that send no `Origin` are not browsers and pass.
 async fn open_websocket(
     State(state): State<Arc<AppState>>,
-    Path(server): Path<String>,
+    server: ExistingServer,
     headers: axum::http::HeaderMap,
     Extension(slot): Extension<ConnectionSlot>,
     upgrade: WebSocketUpgrade,
@@ -397,10 +447,8 @@ async fn open_websocket(
     // In front of Wings, the socket is Wings', with aerie's events added.
     if let Some(wings) = &state.upstream {
         let wings = wings.clone();
+        let server = server.id.to_string();
         return Ok(socket::open(state, &wings, server, &headers, slot, upgrade).await);
-    }
-    if state.backups.server_root(&server).is_none() {
-        return Err(ApiError::server_not_found());
     }
     let place = state.sessions.enter().ok_or_else(|| {
         ApiError::new(
@@ -409,7 +457,7 @@ async fn open_websocket(
         )
     })?;
     let context = websocket::SessionContext {
-        server,
+        server: server.id.to_string(),
         token: state.token.clone(),
         started_at: state.started_at,
         bus: state.events.clone(),

@@ -1,5 +1,76 @@
 //! The identifiers that come from outside (server ids, backup uuids) and the checks that
-//! make them safe to use in paths and storage keys.
+//! make them safe to use in paths and storage keys. The HTTP layer parses each once into a
+//! [`ServerId`] or [`BackupId`]; what takes one of those needs no check of its own.
+
+use std::fmt;
+use std::ops::Deref;
+
+/// A server id checked by [`is_safe_server_id`]: safe as one path component.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServerId(String);
+
+impl ServerId {
+    /// `text` as a server id, if it is safe in a path.
+    pub fn parse(text: &str) -> Option<Self> {
+        is_safe_server_id(text).then(|| Self(text.to_string()))
+    }
+}
+
+/// A backup uuid in the canonical form checked by [`is_canonical_uuid`]; a request body's
+/// `uuid` deserialises into one, or is refused with [`InvalidBackupId`]'s words.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub struct BackupId(String);
+
+impl BackupId {
+    /// `text` as a backup id, if it is a canonical uuid.
+    pub fn parse(text: &str) -> Option<Self> {
+        is_canonical_uuid(text).then(|| Self(text.to_string()))
+    }
+}
+
+/// A backup id that is not a canonical uuid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("The backup identifier must be a valid UUID.")]
+pub struct InvalidBackupId;
+
+impl TryFrom<String> for BackupId {
+    type Error = InvalidBackupId;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Self::parse(&text).ok_or(InvalidBackupId)
+    }
+}
+
+/// Reads as the text it was parsed from, wherever a `&str` is wanted.
+impl Deref for ServerId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ServerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Reads as the text it was parsed from, wherever a `&str` is wanted.
+impl Deref for BackupId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for BackupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// A server id as it may appear in a path: letters, digits, `-`, `_`, `.`, not starting with
 /// a dot. Anything else (a `/`, `..`) can never name a server directory.

@@ -128,7 +128,7 @@ impl Backups {
         for event in completed {
             self.events.publish(&server, event);
         }
-        self.running.lock().expect("jobs lock").remove(&uuid);
+        self.running.lock().expect("jobs lock").remove(&*uuid);
     }
 }
 

@@ -22,7 +22,7 @@ use crate::archive::{ArchiveSettings, Progress};
 use crate::events::panel::Notifier;
 use crate::events::reports::{self, Report};
 use crate::events::EventBus;
-use crate::ids::{is_canonical_uuid, is_safe_server_id};
+use crate::ids::{BackupId, ServerId};
 use crate::locks::ServerLocks;
 use crate::plugins::{Adapter, Adapters};
 use crate::registry::{BackupRecord, NewNotification, Registry, ReserveError, State};
@@ -35,7 +35,7 @@ pub struct BackupRequest {
     /// The name of the adapter to store the backup with.
     pub adapter: String,
     /// The backup's uuid, chosen by the Panel.
-    pub uuid: String,
+    pub uuid: BackupId,
     /// gitignore-style lines; empty means "use the server's .pteroignore".
     #[serde(default)]
     pub ignore: String,
@@ -44,18 +44,12 @@ pub struct BackupRequest {
 /// Why a backup could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// No such server on this node.
-    #[error("The requested resource does not exist on this instance.")]
-    ServerNotFound,
-    /// The uuid is not a canonical UUID.
-    #[error("The backup identifier must be a valid UUID.")]
-    InvalidUuid,
     /// The adapter name is not configured.
     #[error("The backup adapter {0:?} is not configured on this node.")]
     UnknownAdapter(String),
     /// The uuid is running or stored already.
     #[error("A backup with the identifier {0} already exists on this node ({1}).")]
-    Conflict(String, &'static str),
+    Conflict(BackupId, &'static str),
     /// The server is being restored.
     #[error("This server is being restored; try again when the restore is done.")]
     Restoring,
@@ -143,29 +137,23 @@ impl Backups {
         }
     }
 
-    /// The root directory of `server`, if the id is safe and the directory exists as a real
-    /// directory: a symlink in its place (to another server's folder, or anywhere) counts
-    /// as no server, so that it is never backed up nor emptied through.
-    pub fn server_root(&self, server: &str) -> Option<PathBuf> {
-        if !is_safe_server_id(server) {
-            return None;
-        }
-        let root = self.data_directory.join(server);
+    /// The root directory of `server`, if it exists as a real directory: a symlink in its
+    /// place (to another server's folder, or anywhere) counts as no server, so that it is
+    /// never backed up nor emptied through.
+    pub fn server_root(&self, server: &ServerId) -> Option<PathBuf> {
+        let root = self.data_directory.join(server.as_ref() as &str);
         let metadata = root.symlink_metadata().ok()?;
         metadata.file_type().is_dir().then_some(root)
     }
 
-    /// Checks `request` and starts the backup in the background; returns once it is
-    /// reserved. The server must have been checked with [`Backups::server_root`].
+    /// Checks `request` and starts the backup of `server`, whose directory is `root` (from
+    /// [`Backups::server_root`]), in the background; returns once it is reserved.
     pub async fn start(
         self: &Arc<Self>,
-        server: &str,
+        server: &ServerId,
+        root: PathBuf,
         request: BackupRequest,
     ) -> Result<(), StartError> {
-        let root = self.server_root(server).ok_or(StartError::ServerNotFound)?;
-        if !is_canonical_uuid(&request.uuid) {
-            return Err(StartError::InvalidUuid);
-        }
         let adapter = self
             .adapters
             .get(&request.adapter)
@@ -219,7 +207,7 @@ impl Backups {
         self.running
             .lock()
             .expect("jobs lock")
-            .insert(uuid, running);
+            .insert(uuid.to_string(), running);
         self.tasks.spawn(task);
         drop(place);
         Ok(())

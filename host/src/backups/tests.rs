@@ -16,6 +16,7 @@ use sha1::{Digest, Sha1};
 use super::*;
 use crate::config::CompressionLevel;
 use crate::events::panel::Panel;
+use crate::ids::{BackupId, ServerId};
 
 const SERVER: &str = "0f4e2d6c-8a1b-4c3d-9e5f-a7b9c1d3e5f7";
 const UUID: &str = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d";
@@ -91,10 +92,15 @@ impl Node {
     async fn start(&self, adapter: &str, uuid: &str) -> Result<(), StartError> {
         let request = BackupRequest {
             adapter: adapter.into(),
-            uuid: uuid.into(),
+            uuid: BackupId::parse(uuid).expect("a canonical uuid"),
             ignore: String::new(),
         };
-        self.backups.start(SERVER, request).await
+        let server = ServerId::parse(SERVER).unwrap();
+        let root = self
+            .backups
+            .server_root(&server)
+            .expect("the server exists");
+        self.backups.start(&server, root, request).await
     }
 
     /// Makes the fixture hold backup `uuid` in `begin_backup` until the returned write end
@@ -307,7 +313,7 @@ async fn a_uuid_running_or_stored_is_a_conflict() {
     let writer = hold.held().await;
     let again = node.start("fixture", UUID).await;
     assert!(
-        matches!(&again, Err(StartError::Conflict(u, "running")) if u == UUID),
+        matches!(&again, Err(StartError::Conflict(u, "running")) if &**u == UUID),
         "{again:?}"
     );
     std::fs::remove_file(&hold.0).unwrap();
@@ -317,7 +323,7 @@ async fn a_uuid_running_or_stored_is_a_conflict() {
 
     let again = node.start("fixture", UUID).await;
     assert!(
-        matches!(&again, Err(StartError::Conflict(u, "stored")) if u == UUID),
+        matches!(&again, Err(StartError::Conflict(u, "stored")) if &**u == UUID),
         "{again:?}"
     );
     let message = again.unwrap_err().to_string();

@@ -25,6 +25,7 @@ use tracing::Instrument;
 use crate::backups::Backups;
 use crate::events::panel::Notifier;
 use crate::events::{self, reports, EventBus, ProgressGate};
+use crate::ids::{BackupId, ServerId};
 use crate::locks::{Activity, ServerGuard, ServerLocks};
 use crate::plugins::Adapter;
 use crate::rate_limit::RateLimiter;
@@ -140,14 +141,15 @@ impl Restores {
     }
 
     /// Checks the source of backup `uuid` and starts restoring it into `root` in the
-    /// background. `root` must be the checked root of `server`, and `uuid` a canonical uuid.
+    /// background; `root` is `server`'s directory (from [`Backups::server_root`]).
     pub async fn start(
         self: &Arc<Self>,
-        server: &str,
+        server: &ServerId,
         root: PathBuf,
-        uuid: &str,
+        uuid: &BackupId,
         request: RestoreRequest,
     ) -> Result<(), RestoreError> {
+        let (server, uuid): (&str, &str) = (server, uuid);
         // Held until the restore is a tracked task: a shutdown that begins meanwhile still
         // waits for it to end and report how.
         let place = self

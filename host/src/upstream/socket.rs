@@ -115,11 +115,6 @@ pub async fn open(
     slot: ConnectionSlot,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    // A dot segment would name another of Wings' routes once in a URL: no server is called so.
-    if matches!(server.as_str(), "" | "." | "..") {
-        let body = json!({"error": "The requested resource does not exist on this instance."});
-        return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
-    }
     let Some(place) = state.sessions.enter() else {
         let body = json!({"error": "This node is shutting down; try again when it is back."});
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
