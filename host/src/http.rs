@@ -26,7 +26,7 @@ use crate::restore::{RestoreError, RestoreRequest, Restores};
 use crate::serve::ConnectionSlot;
 use crate::tasks::TaskGroup;
 use crate::upstream::proxy::{self, Proxy};
-use crate::upstream::Wings;
+use crate::upstream::{socket, Wings};
 
 /// The largest JSON body read: a backup request's `ignore` list or a restore's
 /// `download_url` (a presigned S3 URL is about 2 KiB) fit many times over.
@@ -440,6 +440,16 @@ async fn open_websocket(
             ));
         }
     }
+    let upgrade = upgrade
+        .max_frame_size(WEBSOCKET_MESSAGE_LIMIT)
+        .max_message_size(WEBSOCKET_MESSAGE_LIMIT)
+        .read_buffer_size(WEBSOCKET_READ_BUFFER);
+    // In front of Wings, the socket is Wings', with aerie's events added.
+    if let Some(wings) = &state.upstream {
+        let wings = wings.clone();
+        let server = server.id.to_string();
+        return Ok(socket::open(state, &wings, server, &headers, slot, upgrade).await);
+    }
     let place = state.sessions.enter().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -454,10 +464,6 @@ async fn open_websocket(
         auth_timeout: state.websocket_auth_timeout,
         closing: state.sessions.child_token(),
     };
-    let upgrade = upgrade
-        .max_frame_size(WEBSOCKET_MESSAGE_LIMIT)
-        .max_message_size(WEBSOCKET_MESSAGE_LIMIT)
-        .read_buffer_size(WEBSOCKET_READ_BUFFER);
     Ok(upgrade.on_upgrade(move |socket| async move {
         // The socket keeps its connection's place among `api.max_connections`.
         let _slot = slot;

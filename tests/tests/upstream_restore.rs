@@ -272,13 +272,31 @@ fn wings_down_fails_the_restore_untouched() {
     let root = prepare(&node, &uuid);
     let daemon = node.start();
 
-    let frames = restore(&node, &daemon, &uuid);
-    assert_failed_untouched(
-        &frames,
-        &root,
-        &panel,
+    // With Wings down there is no server socket to watch (it is Wings'): it closes with
+    // 1011, so the reason is read from the Panel's report and the log.
+    let mut socket = aerie_e2e::websocket::connect(&daemon.base, SERVER, None).unwrap();
+    let closed = socket.inner().read();
+    assert!(
+        matches!(&closed, Ok(tungstenite::Message::Close(Some(c))) if u16::from(c.code) == 1011),
+        "{closed:?}"
+    );
+    let reply = daemon.post_restore(
+        SERVER,
         &uuid,
-        &format!("Wings could not be reached at {wings_url}: "),
+        &json!({"adapter": "wings", "truncate_directory": true, "download_url": ""}),
+    );
+    assert_eq!(reply.status, 202, "{reply:?}");
+    assert_eq!(restore_report(&panel, &uuid), json!({"successful": false}));
+    assert_eq!(looks(&root), "untouched");
+    assert_eq!(
+        std::fs::read(root.join(MARKER)).unwrap(),
+        b"still here".to_vec()
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains("the server could not be stopped first, so nothing was restored")
+            && log.contains(&format!("Wings could not be reached at {wings_url}: ")),
+        "{log}"
     );
 }
 

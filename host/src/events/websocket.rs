@@ -24,10 +24,10 @@ const EXPIRY_WARNING: Duration = Duration::from_secs(60);
 
 /// The reason of the close frame (code 1008, policy violation) sent to a socket that had no
 /// valid token for `auth_timeout`.
-const AUTH_TIMEOUT_REASON: &str = "authentication timed out";
+pub const AUTH_TIMEOUT_REASON: &str = "authentication timed out";
 
 /// The reason of the close frame (code 1001, going away) sent when the daemon stops.
-const SHUTDOWN_REASON: &str = "the daemon is shutting down";
+pub const SHUTDOWN_REASON: &str = "the daemon is shutting down";
 
 /// What a session needs to know.
 pub struct SessionContext {
@@ -72,11 +72,25 @@ fn frame(name: &str, arg: Option<&str>) -> Message {
     Message::Text(value.to_string().into())
 }
 
-/// Checks a websocket JWT for `context`; the error is the reason sent back.
-fn authenticate(token: &str, context: &SessionContext) -> Result<Session, String> {
-    let claims: Claims = jwt::verify(token, context.token.as_bytes(), unix_now())
-        .map_err(|e| format!("jwt: {e}"))?;
-    if claims.string("server_uuid") != Some(context.server.as_str()) {
+/// What a valid websocket token grants.
+pub struct Grant {
+    /// When the token expires (Unix seconds).
+    pub expires_at: i64,
+    /// Whether it may see backup events (`backup.read` or `*`).
+    pub backup_read: bool,
+}
+
+/// Checks a websocket JWT for `server`, signed with `node_token` and issued at or after
+/// `started_at`; the error is the reason sent back. Shared with the socket relayed to Wings.
+pub fn authorize(
+    token: &str,
+    node_token: &str,
+    server: &str,
+    started_at: i64,
+) -> Result<Grant, String> {
+    let claims: Claims =
+        jwt::verify(token, node_token.as_bytes(), unix_now()).map_err(|e| format!("jwt: {e}"))?;
+    if claims.string("server_uuid") != Some(server) {
         return Err("jwt: the token is for another server".into());
     }
     let permissions: Vec<&str> = claims
@@ -90,13 +104,22 @@ fn authenticate(token: &str, context: &SessionContext) -> Result<Session, String
         return Err("jwt: the token lacks the websocket.connect permission".into());
     }
     match claims.integer("iat") {
-        Some(iat) if iat >= context.started_at => {}
+        Some(iat) if iat >= started_at => {}
         Some(_) => return Err("jwt: the token was issued before the daemon started".into()),
         None => return Err("jwt: the token has no integer iat claim".into()),
     }
-    Ok(Session {
+    Ok(Grant {
         expires_at: claims.expires_at(),
         backup_read: has("backup.read"),
+    })
+}
+
+/// Checks a websocket JWT for `context`; the error is the reason sent back.
+fn authenticate(token: &str, context: &SessionContext) -> Result<Session, String> {
+    let grant = authorize(token, &context.token, &context.server, context.started_at)?;
+    Ok(Session {
+        expires_at: grant.expires_at,
+        backup_read: grant.backup_read,
         warned: false,
     })
 }
@@ -109,11 +132,12 @@ fn may_see(session: &Option<Session>, event: &Event) -> bool {
 }
 
 /// Backup events need `backup.read`; restore events, like Wings', do not.
-fn needs_backup_read(event: &Event) -> bool {
+pub fn needs_backup_read(event: &Event) -> bool {
     event.name.starts_with("backup ") && !event.name.starts_with("backup restore")
 }
 
-fn instant_at(unix: i64) -> Instant {
+/// The instant of Unix time `unix` (now, if it is past).
+pub fn instant_at(unix: i64) -> Instant {
     let from_now = unix.saturating_sub(unix_now()).max(0) as u64;
     Instant::now() + Duration::from_secs(from_now)
 }

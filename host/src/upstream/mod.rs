@@ -5,6 +5,7 @@
 
 pub mod power;
 pub mod proxy;
+pub mod socket;
 
 /// Wings on this node, as aerie reaches it.
 #[derive(Debug, Clone)]
