@@ -15,16 +15,19 @@ const NOW: i64 = 1_700_000_000;
 
 fuzz_target!(|data: &[u8]| {
     let token = String::from_utf8_lossy(data);
-    let Ok(claims) = verify(&token, KEY, NOW) else {
+    let Ok(claims) = verify::<serde_json::Value>(&token, KEY, NOW) else {
         return;
     };
-    let exp = claims
-        .integer("exp")
+    let exp = claims["exp"]
+        .as_i64()
         .expect("an accepted token has an integer exp");
     assert!(exp > NOW, "a token expired at {exp} was accepted at {NOW}");
-    assert_eq!(verify(&token, KEY, exp).unwrap_err(), JwtError::Expired);
     assert_eq!(
-        verify(&token, b"another-node-token", NOW).unwrap_err(),
+        verify::<serde_json::Value>(&token, KEY, exp).unwrap_err(),
+        JwtError::Expired
+    );
+    assert_eq!(
+        verify::<serde_json::Value>(&token, b"another-node-token", NOW).unwrap_err(),
         JwtError::BadSignature
     );
 });

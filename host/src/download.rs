@@ -14,7 +14,7 @@ use futures_util::TryStreamExt;
 
 use crate::backups::Backups;
 use crate::ids::{BackupId, ServerId};
-use crate::jwt::{self, unix_now, JwtError};
+use crate::jwt::{self, unix_now, DownloadClaims, JwtError};
 use crate::read_ahead;
 use crate::registry::Registry;
 
@@ -90,31 +90,33 @@ impl Downloads {
     ) -> Result<Response, Refusal> {
         let token = token
             .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "The download link has no token."))?;
-        let claims = jwt::verify(token, self.key.as_bytes(), unix_now()).map_err(|e| match e {
-            JwtError::BadSignature | JwtError::WrongAlgorithm => refuse(
-                StatusCode::FORBIDDEN,
-                "The download link's signature is not valid.",
-            ),
-            JwtError::Expired => refuse(StatusCode::FORBIDDEN, "The download link has expired."),
-            JwtError::NotYetValid => refuse(
-                StatusCode::FORBIDDEN,
-                "The download link is not valid yet; check the node's clock.",
-            ),
-            JwtError::Malformed | JwtError::NoExpiry | JwtError::BadNotBefore => refuse(
-                StatusCode::UNAUTHORIZED,
-                "The download link's token is malformed.",
-            ),
-        })?;
-        let (Some(server), Some(backup), Some(unique_id)) = (
-            claims.string("server_uuid"),
-            claims.string("backup_uuid"),
-            claims.string("unique_id"),
-        ) else {
-            return Err(refuse(
-                StatusCode::UNAUTHORIZED,
-                "The download link's token lacks server_uuid, backup_uuid or unique_id.",
-            ));
-        };
+        let claims: DownloadClaims =
+            jwt::verify(token, self.key.as_bytes(), unix_now()).map_err(|e| match e {
+                JwtError::BadSignature | JwtError::WrongAlgorithm => refuse(
+                    StatusCode::FORBIDDEN,
+                    "The download link's signature is not valid.",
+                ),
+                JwtError::Expired => {
+                    refuse(StatusCode::FORBIDDEN, "The download link has expired.")
+                }
+                JwtError::NotYetValid => refuse(
+                    StatusCode::FORBIDDEN,
+                    "The download link is not valid yet; check the node's clock.",
+                ),
+                JwtError::Malformed | JwtError::NoExpiry | JwtError::BadNotBefore => refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "The download link's token is malformed.",
+                ),
+                JwtError::BadClaims(_) => refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "The download link's token lacks server_uuid, backup_uuid or unique_id.",
+                ),
+            })?;
+        let (server, backup, unique_id) = (
+            claims.server_uuid.as_str(),
+            claims.backup_uuid.as_str(),
+            claims.unique_id.as_str(),
+        );
         let known = BackupId::parse(backup).is_some()
             && ServerId::parse(server).is_some_and(|s| self.backups.server_root(&s).is_some());
         if !known {
@@ -162,7 +164,7 @@ impl Downloads {
         // The claim: an atomic insert, so of two requests with one link only one gets past.
         if !self
             .registry
-            .claim_download_id(unique_id, claims.expires_at(), unix_now())
+            .claim_download_id(unique_id, claims.exp, unix_now())
             .map_err(registry_failed)?
         {
             return Err(already_used());

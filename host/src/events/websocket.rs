@@ -12,12 +12,12 @@ use std::time::Duration;
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::bus::{Event, EventBus, Subscription};
-use crate::jwt::{self, unix_now, Claims};
+use crate::jwt::{self, unix_now, WebsocketClaims};
 
 /// Wings warns this long before a socket's token expires.
 const EXPIRY_WARNING: Duration = Duration::from_secs(60);
@@ -88,28 +88,25 @@ pub fn authorize(
     server: &str,
     started_at: i64,
 ) -> Result<Grant, String> {
-    let claims: Claims =
+    let claims: WebsocketClaims =
         jwt::verify(token, node_token.as_bytes(), unix_now()).map_err(|e| format!("jwt: {e}"))?;
-    if claims.string("server_uuid") != Some(server) {
+    if claims.server_uuid != server {
         return Err("jwt: the token is for another server".into());
     }
-    let permissions: Vec<&str> = claims
-        .0
-        .get("permissions")
-        .and_then(Value::as_array)
-        .map(|list| list.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    let has = |permission: &str| permissions.iter().any(|p| *p == permission || *p == "*");
+    let has = |permission: &str| {
+        claims
+            .permissions
+            .iter()
+            .any(|p| p == permission || p == "*")
+    };
     if !has("websocket.connect") {
         return Err("jwt: the token lacks the websocket.connect permission".into());
     }
-    match claims.integer("iat") {
-        Some(iat) if iat >= started_at => {}
-        Some(_) => return Err("jwt: the token was issued before the daemon started".into()),
-        None => return Err("jwt: the token has no integer iat claim".into()),
+    if claims.iat < started_at {
+        return Err("jwt: the token was issued before the daemon started".into());
     }
     Ok(Grant {
-        expires_at: claims.expires_at(),
+        expires_at: claims.exp,
         backup_read: has("backup.read"),
     })
 }
