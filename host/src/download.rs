@@ -17,6 +17,7 @@ use crate::ids::{BackupId, ServerId};
 use crate::jwt::{self, unix_now, DownloadClaims, JwtError};
 use crate::read_ahead;
 use crate::registry::Registry;
+use crate::wings_text;
 
 /// Bytes read from the adapter per body chunk.
 const CHUNK_BYTES: usize = 256 * 1024;
@@ -120,10 +121,7 @@ impl Downloads {
         let known = BackupId::parse(backup).is_some()
             && ServerId::parse(server).is_some_and(|s| self.backups.server_root(&s).is_some());
         if !known {
-            return Err(refuse(
-                StatusCode::NOT_FOUND,
-                "The requested backup was not found on this server.",
-            ));
+            return Err(refuse(StatusCode::NOT_FOUND, wings_text::BACKUP_NOT_FOUND));
         }
         if self
             .registry
@@ -138,10 +136,7 @@ impl Downloads {
             unreadable()
         })?;
         let Some((adapter, info)) = located else {
-            return Err(refuse(
-                StatusCode::NOT_FOUND,
-                "The requested backup was not found on this server.",
-            ));
+            return Err(refuse(StatusCode::NOT_FOUND, wings_text::BACKUP_NOT_FOUND));
         };
         let span = match requested_span(headers, info.size) {
             Ok(span) => span,

@@ -27,6 +27,7 @@ use crate::serve::ConnectionSlot;
 use crate::tasks::TaskGroup;
 use crate::upstream::proxy::{self, Proxy};
 use crate::upstream::{socket, Wings};
+use crate::wings_text;
 
 /// The largest JSON body read: a backup request's `ignore` list or a restore's
 /// `download_url` (a presigned S3 URL is about 2 KiB) fit many times over.
@@ -87,17 +88,14 @@ impl ApiError {
     }
 
     fn server_not_found() -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "The requested resource does not exist on this instance.",
-        )
+        Self::new(StatusCode::NOT_FOUND, wings_text::RESOURCE_NOT_FOUND)
     }
 
     fn internal(err: impl std::fmt::Display) -> Self {
         tracing::error!("request failed: {err}");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "An unexpected error was encountered while processing this request",
+            wings_text::UNEXPECTED_ERROR,
         )
     }
 }
@@ -139,17 +137,11 @@ impl From<RestoreError> for ApiError {
 }
 
 fn backup_not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "The requested backup was not found on this server.",
-    )
+    ApiError::new(StatusCode::NOT_FOUND, wings_text::BACKUP_NOT_FOUND)
 }
 
 fn invalid_uuid() -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "The backup identifier must be a valid UUID.",
-    )
+    ApiError::new(StatusCode::BAD_REQUEST, wings_text::INVALID_BACKUP_ID)
 }
 
 /// Every route, with auth, request ids and request tracing. In front of Wings
@@ -188,10 +180,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             .layer(Extension(Proxy::new(wings.clone()))),
         None => routes
             .fallback(|| async {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "The requested resource does not exist on this instance.",
-                )
+                ApiError::new(StatusCode::NOT_FOUND, wings_text::RESOURCE_NOT_FOUND)
             })
             .method_not_allowed_fallback(|| async {
                 ApiError::new(
@@ -513,7 +502,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "The data passed in the request was not in a parsable format. Please try again.",
+            wings_text::NOT_PARSABLE,
         ));
     }
     serde_json::from_slice(body).map_err(|e| {

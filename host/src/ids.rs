@@ -31,7 +31,7 @@ impl BackupId {
 
 /// A backup id that is not a canonical uuid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("The backup identifier must be a valid UUID.")]
+#[error("{}", crate::wings_text::INVALID_BACKUP_ID)]
 pub struct InvalidBackupId;
 
 impl TryFrom<String> for BackupId {

@@ -23,6 +23,7 @@ pub mod serve;
 pub mod tasks;
 pub mod tls;
 pub mod upstream;
+pub mod wings_text;
 
 use std::sync::Arc;
 use std::time::Duration;

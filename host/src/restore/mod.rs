@@ -57,7 +57,7 @@ pub enum RestoreError {
     #[error("This server is busy with {0}; try again when it is done.")]
     Busy(&'static str),
     /// Neither the named adapter nor any other holds this backup.
-    #[error("The requested backup was not found on this server.")]
+    #[error("{}", crate::wings_text::BACKUP_NOT_FOUND)]
     BackupNotFound,
     /// The `download_url` was refused or did not answer as a gzip archive.
     #[error("{0}")]

@@ -17,6 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::Wings;
 use crate::http::{ApiError, AppState};
 use crate::serve::ClientConnection;
+use crate::wings_text;
 
 /// How long a connection to Wings may take to open: Wings is on this node, so a second is
 /// generous; the Panel's own connect timeout to a node is 5 s (`pterodactyl.guzzle`).
@@ -175,7 +176,7 @@ pub async fn power(
     if state.restores.is_restoring(&server) {
         return ApiError::new(
             StatusCode::CONFLICT,
-            "This server is being restored; power actions are refused until the restore ends.",
+            wings_text::POWER_REFUSED_WHILE_RESTORING,
         )
         .into_response();
     }

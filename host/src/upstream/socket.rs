@@ -33,6 +33,7 @@ use crate::http::AppState;
 use crate::jwt::unix_now;
 use crate::restore::Restores;
 use crate::serve::ConnectionSlot;
+use crate::wings_text;
 
 /// How long connecting to Wings' socket (TCP, TLS and the upgrade) may take: Wings is on
 /// this node, so anything near this is a Wings that is down or stuck.
@@ -55,10 +56,6 @@ const REPLIES_QUEUED: usize = 8;
 
 /// What Wings calls an error answer on the socket (`router/websocket/message.go`).
 const DAEMON_ERROR: &str = "daemon error";
-
-/// The message of a refused `set state`.
-const RESTORING_MESSAGE: &str =
-    "this server is being restored from a backup: power actions are refused until the restore has finished";
 
 /// The reason given to the client when Wings' connection ends without a close frame.
 const WINGS_GONE: &str = "the connection to Wings ended";
@@ -321,7 +318,12 @@ async fn client_to_wings(
                         .borrow()
                         .as_ref()
                         .is_some_and(|g| g.expires_at > unix_now());
-                    if authorised && replies.send(daemon_error(RESTORING_MESSAGE)).await.is_err() {
+                    if authorised
+                        && replies
+                            .send(daemon_error(wings_text::POWER_REFUSED_WHILE_RESTORING))
+                            .await
+                            .is_err()
+                    {
                         return End::Client(None);
                     }
                     continue;
