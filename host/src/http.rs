@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::{
     body::{Body, Bytes},
     extract::{ws::WebSocketUpgrade, Extension, Path, Query, Request, State},
-    http::{header, HeaderValue, Method, StatusCode},
+    http::{header, Method, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{delete, get, post},
@@ -17,10 +17,12 @@ use subtle::ConstantTimeEq;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+pub use crate::api_error::ApiError;
 use crate::backups::{BackupRequest, Backups, StartError};
 use crate::download::Downloads;
 use crate::events::{websocket, EventBus};
 use crate::ids::{BackupId, ServerId};
+use crate::locks::ServerLocks;
 use crate::registry::Registry;
 use crate::restore::{RestoreError, RestoreRequest, Restores};
 use crate::serve::ConnectionSlot;
@@ -51,6 +53,8 @@ pub struct AppState {
     pub backups: Arc<Backups>,
     /// The restores of this node.
     pub restores: Arc<Restores>,
+    /// Which servers are busy with a backup or a restore.
+    pub locks: Arc<ServerLocks>,
     /// Download links.
     pub downloads: Downloads,
     /// The registry, for the queue of Panel reports.
@@ -69,48 +73,6 @@ pub struct AppState {
     pub upstream: Option<Arc<Wings>>,
     /// The websocket sessions, closed (after the jobs) when the daemon stops.
     pub sessions: TaskGroup,
-}
-
-/// An error answer: a status and Wings' `{"error": "..."}` body.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    message: String,
-}
-
-impl ApiError {
-    /// An error answer with `status` and `message`.
-    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-        }
-    }
-
-    fn server_not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, wings_text::RESOURCE_NOT_FOUND)
-    }
-
-    fn internal(err: impl std::fmt::Display) -> Self {
-        tracing::error!("request failed: {err}");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            wings_text::UNEXPECTED_ERROR,
-        )
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = Json(serde_json::json!({ "error": self.message }));
-        let mut response = (self.status, body).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        response
-    }
 }
 
 impl From<StartError> for ApiError {
@@ -162,7 +124,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/notifications", get(list_notifications))
         .route("/api/notifications/{id}", delete(drop_notification));
     if state.upstream.is_some() {
-        api = api.route("/api/servers/{server}/power", post(proxy::power));
+        api = api.route("/api/servers/{server}/power", post(power));
     }
     let api = api.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     // The websocket authenticates inside the protocol (a JWT in its first message).
@@ -334,6 +296,24 @@ async fn delete_backup(
     }
 }
 
+/// `POST /api/servers/{server}/power` in front of Wings: refused with 409 while aerie
+/// restores the server (starting it would run it over half-written files), else forwarded.
+async fn power(
+    State(state): State<Arc<AppState>>,
+    Extension(proxy): Extension<Arc<Proxy>>,
+    Path(server): Path<String>,
+    request: Request,
+) -> Response {
+    if state.restores.is_restoring(&server) {
+        return ApiError::new(
+            StatusCode::CONFLICT,
+            wings_text::POWER_REFUSED_WHILE_RESTORING,
+        )
+        .into_response();
+    }
+    proxy.forward(request).await
+}
+
 /// The download link's query.
 #[derive(serde::Deserialize)]
 struct DownloadQuery {
@@ -434,17 +414,24 @@ async fn open_websocket(
         .max_message_size(WEBSOCKET_MESSAGE_LIMIT)
         .read_buffer_size(WEBSOCKET_READ_BUFFER);
     // In front of Wings, the socket is Wings', with aerie's events added.
-    if let Some(wings) = &state.upstream {
-        let wings = wings.clone();
-        let server = server.id.to_string();
-        return Ok(socket::open(state, &wings, server, &headers, slot, upgrade).await);
-    }
     let place = state.sessions.enter().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "This node is shutting down; try again when it is back.",
         )
     })?;
+    if let Some(wings) = &state.upstream {
+        let relay = socket::Relay {
+            server: server.id.to_string(),
+            node_token: state.token.clone(),
+            started_at: state.started_at,
+            bus: state.events.clone(),
+            locks: state.locks.clone(),
+            auth_timeout: state.websocket_auth_timeout,
+            closing: state.sessions.child_token(),
+        };
+        return Ok(socket::open(relay, place, wings, &headers, slot, upgrade).await);
+    }
     let context = websocket::SessionContext {
         server: server.id.to_string(),
         token: state.token.clone(),

@@ -4,6 +4,7 @@
 //! A backup request travels `http` → `backups` → `archive` → `plugins` (the adapter).
 
 pub mod allowlist;
+pub mod api_error;
 pub mod archive;
 pub mod backups;
 pub mod config;
@@ -116,7 +117,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         work.clone(),
     ));
     let restores = Arc::new(Restores::new(
-        locks,
+        locks.clone(),
         backups.clone(),
         registry.clone(),
         events.clone(),
@@ -146,6 +147,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         token: config.token.clone(),
         backups: backups.clone(),
         restores: restores.clone(),
+        locks,
         downloads: Downloads::new(config.token.clone(), backups.clone(), registry.clone()),
         registry,
         events,

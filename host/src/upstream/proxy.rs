@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::{
     body::Body,
-    extract::{Extension, Path, Request, State},
+    extract::{Extension, Request},
     http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri},
     response::{IntoResponse, Response},
 };
@@ -15,9 +15,8 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::Wings;
-use crate::http::{ApiError, AppState};
+use crate::api_error::ApiError;
 use crate::serve::ClientConnection;
-use crate::wings_text;
 
 /// How long a connection to Wings may take to open: Wings is on this node, so a second is
 /// generous; the Panel's own connect timeout to a node is 5 s (`pterodactyl.guzzle`).
@@ -163,24 +162,6 @@ impl Proxy {
             )),
         }
     }
-}
-
-/// `POST /api/servers/{server}/power` in front of Wings: refused with 409 while aerie
-/// restores the server (starting it would run it over half-written files), else forwarded.
-pub async fn power(
-    State(state): State<Arc<AppState>>,
-    Extension(proxy): Extension<Arc<Proxy>>,
-    Path(server): Path<String>,
-    request: Request,
-) -> Response {
-    if state.restores.is_restoring(&server) {
-        return ApiError::new(
-            StatusCode::CONFLICT,
-            wings_text::POWER_REFUSED_WHILE_RESTORING,
-        )
-        .into_response();
-    }
-    proxy.forward(request).await
 }
 
 /// The fallback in front of Wings: every request aerie has no route for goes to Wings.

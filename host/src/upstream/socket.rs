@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -23,15 +23,15 @@ use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, WebSock
 use tokio_tungstenite::tungstenite::{self, Message as WingsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::Wings;
 use crate::events::bus::{Event, EventBus, Subscription};
 use crate::events::websocket::{
     authorize, instant_at, needs_backup_read, Grant, AUTH_TIMEOUT_REASON, SHUTDOWN_REASON,
 };
-use crate::http::AppState;
 use crate::jwt::unix_now;
-use crate::restore::Restores;
+use crate::locks::ServerLocks;
 use crate::serve::ConnectionSlot;
 use crate::wings_text;
 
@@ -64,21 +64,21 @@ const WINGS_GONE: &str = "the connection to Wings ended";
 type WingsSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// What a relayed socket needs to know.
-struct Relay {
+pub struct Relay {
     /// The server the socket watches.
-    server: String,
+    pub server: String,
     /// The node token (the JWT key).
-    node_token: String,
+    pub node_token: String,
     /// When the daemon started (Unix seconds): tokens issued earlier are refused.
-    started_at: i64,
+    pub started_at: i64,
     /// Where aerie's events come from.
-    bus: Arc<EventBus>,
+    pub bus: Arc<EventBus>,
     /// Which servers are being restored.
-    restores: Arc<Restores>,
+    pub locks: Arc<ServerLocks>,
     /// How long the socket may stay without a valid token before it is closed.
-    auth_timeout: Duration,
+    pub auth_timeout: Duration,
     /// Cancelled when the daemon stops (after its jobs): the socket then closes.
-    closing: CancellationToken,
+    pub closing: CancellationToken,
 }
 
 /// Why a relay ended, and so what each side is told.
@@ -104,18 +104,16 @@ struct Inbound {
 /// Upgrades the client's socket after connecting to Wings' socket for `server`. Wings'
 /// refusal of the upgrade is returned as Wings gave it; a Wings that cannot be reached
 /// gets the client's socket closed with 1011 and a reason.
+/// `place` counts the socket among the sessions a stop waits for.
 pub async fn open(
-    state: Arc<AppState>,
+    relay: Relay,
+    place: TaskTrackerToken,
     wings: &Wings,
-    server: String,
     headers: &HeaderMap,
     slot: ConnectionSlot,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let Some(place) = state.sessions.enter() else {
-        let body = json!({"error": "This node is shutting down; try again when it is back."});
-        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
-    };
+    let server = relay.server.clone();
     let wings_socket = match connect(wings, &server, headers.get(header::ORIGIN)).await {
         Ok(socket) => socket,
         Err(Refusal::Answered(response)) => return response,
@@ -134,15 +132,6 @@ pub async fn open(
                 .await;
             });
         }
-    };
-    let relay = Relay {
-        server,
-        node_token: state.token.clone(),
-        started_at: state.started_at,
-        bus: state.events.clone(),
-        restores: state.restores.clone(),
-        auth_timeout: state.websocket_auth_timeout,
-        closing: state.sessions.child_token(),
     };
     upgrade.on_upgrade(move |socket| async move {
         // The socket keeps its connection's place among `api.max_connections`.
@@ -312,7 +301,7 @@ async fn client_to_wings(
                         }
                     }
                 }
-                if relay.restores.is_restoring(&relay.server) && may_set_state(&text) {
+                if relay.locks.is_restoring(&relay.server) && may_set_state(&text) {
                     tracing::info!(server = %relay.server, "refused a power action on the websocket: the server is being restored");
                     let authorised = grants
                         .borrow()
