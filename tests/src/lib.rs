@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod links;
 pub mod panel;
 pub mod s3;
 pub mod tls;

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use aerie_e2e::links::serve_archive;
 use aerie_e2e::tree::{populate, snapshot, wipe};
 use aerie_e2e::websocket::Frame;
 use aerie_e2e::{gnu_tar_gz, new_uuid, noise, run, Daemon, Node, Reply, SLOW_WRITES};
@@ -199,30 +200,6 @@ fn a_missing_backup_is_404_and_the_directory_is_untouched_even_with_truncate() {
     let reply = post_restore(&daemon, "not-a-uuid", &json!({"truncate_directory": true}));
     assert_eq!(reply.status, 400);
     assert_eq!(snapshot(&root), before);
-}
-
-/// Serves `body` once per connection as `application/x-gzip`, on 127.0.0.1.
-fn serve_archive(body: Vec<u8>) -> String {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!(
-        "http://127.0.0.1:{}/backup.tar.gz",
-        listener.local_addr().unwrap().port()
-    );
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut request = [0u8; 4096];
-            let _ = stream.read(&mut request);
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/x-gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(&body);
-        }
-    });
-    url
 }
 
 #[test]

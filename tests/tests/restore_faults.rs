@@ -7,6 +7,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
+use aerie_e2e::links::serve_archive;
 use aerie_e2e::panel::PanelStandIn;
 use aerie_e2e::tree::{populate, snapshot};
 use aerie_e2e::websocket::Frame;
@@ -97,18 +98,6 @@ fn a_truncating_restore_over_a_very_deep_tree_completes_and_the_daemon_lives() {
     assert!(!root.join("d").exists());
     assert_eq!(std::fs::read(root.join("level.dat")).unwrap(), b"level");
     assert_eq!(daemon.status(SERVER, &uuid).status, 200, "the daemon lives");
-}
-
-/// Serves `body` as `application/x-gzip` on 127.0.0.1 to every connection.
-fn serve_archive(body: Vec<u8>) -> String {
-    serve(move |mut stream| {
-        let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/x-gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        let _ = stream.write_all(head.as_bytes());
-        let _ = stream.write_all(&body);
-    })
 }
 
 /// Serves a gzip archive that never ends: the first part of `body`, then nothing (the

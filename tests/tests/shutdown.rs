@@ -3,11 +3,8 @@
 //! told to the websocket (`backup restore completed`) and reported to the Panel, now if it
 //! answers, else exactly once at the next start.
 
-use std::io::{Read, Write};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-
 use aerie::registry::Registry;
+use aerie_e2e::links::serve_held_archive;
 use aerie_e2e::panel::PanelStandIn;
 use aerie_e2e::websocket::{Frame, Socket};
 use aerie_e2e::{new_uuid, Daemon, Node};
@@ -18,40 +15,17 @@ const SERVER: &str = "0f4e2d6c-8a1b-4c3d-9e5f-a7b9c1d3e5f7";
 /// `system_extra` letting restores download from the test's own loopback server.
 const LOOPBACK_ALLOWED: &str = "  backups:\n    restore_host_allowlist: [\"127.0.0.1\"]\n";
 
+/// A link to an archive that sends its gzip header and then nothing until the returned
+/// sender is dropped: a restore from it stays running, whatever the machine's speed.
+fn stalled_archive() -> (String, std::sync::mpsc::Sender<()>) {
+    let mut body = GZIP_HEADER.to_vec();
+    body.resize(1_000_000, 0);
+    serve_held_archive(body)
+}
+
 /// The ten bytes every gzip member starts with (RFC 1952 §2.3: magic, deflate, no flags,
 /// no mtime, no extra flags, Unix).
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
-
-/// Serves, on 127.0.0.1, a gzip archive that sends its header and then nothing until the
-/// returned sender is dropped: a restore from it stays running, whatever the machine's
-/// speed. Returns the link and the release.
-fn serve_stalled_archive() -> (String, mpsc::Sender<()>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!(
-        "http://127.0.0.1:{}/backup.tar.gz",
-        listener.local_addr().unwrap().port()
-    );
-    let (release, released) = mpsc::channel::<()>();
-    let released = Arc::new(Mutex::new(released));
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let released = released.clone();
-            std::thread::spawn(move || {
-                let mut request = [0u8; 4096];
-                let _ = stream.read(&mut request);
-                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/x-gzip\r\n\
-                            Content-Length: 1000000\r\n\r\n";
-                let _ = stream.write_all(head.as_bytes());
-                let _ = stream.write_all(&GZIP_HEADER);
-                let _ = stream.flush();
-                // Err once the test drops the sender: only then does the connection close.
-                let _ = released.lock().unwrap().recv();
-            });
-        }
-    });
-    (url, release)
-}
 
 /// A node reporting to `panel`, restoring from loopback links, with SERVER in it.
 fn node_with_panel(panel: &PanelStandIn) -> Node {
@@ -105,7 +79,7 @@ fn restore_reports(panel: &PanelStandIn, uuid: &str) -> Vec<serde_json::Value> {
 fn a_restore_running_at_sigterm_ends_failed_and_is_reported_before_the_daemon_exits() {
     let panel = PanelStandIn::start("test", "test-node-token-0123456789");
     let node = node_with_panel(&panel);
-    let (url, release) = serve_stalled_archive();
+    let (url, release) = stalled_archive();
     let daemon = node.start();
     let mut socket = daemon.watch(&node, SERVER);
     let uuid = start_stalled_restore(&daemon, &mut socket, &url);
@@ -137,7 +111,7 @@ fn a_restore_running_at_sigterm_ends_failed_and_is_reported_before_the_daemon_ex
 fn a_restore_cut_short_while_the_panel_is_down_is_reported_once_at_the_next_start() {
     let mut panel = PanelStandIn::start("test", "test-node-token-0123456789");
     let node = node_with_panel(&panel);
-    let (url, release) = serve_stalled_archive();
+    let (url, release) = stalled_archive();
     let daemon = node.start();
     let mut socket = daemon.watch(&node, SERVER);
     let uuid = start_stalled_restore(&daemon, &mut socket, &url);

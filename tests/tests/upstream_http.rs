@@ -6,9 +6,9 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use aerie_e2e::links::serve_held_archive;
 use aerie_e2e::wings::files::{hex, Pattern, WINGS_VERSION};
 use aerie_e2e::wings::WingsStandIn;
 use aerie_e2e::{gnu_tar_gz, noise, Daemon, Node, HANG_GUARD};
@@ -283,34 +283,6 @@ fn standalone_aerie_still_answers_404_for_what_it_does_not_serve() {
             "The requested resource does not exist on this instance."
         );
     }
-}
-
-/// Serves one gzip archive at a loopback URL: the headers and the gzip stream's first
-/// bytes at once, the rest only once `release` is sent, so a restore from it stays running
-/// until the test says.
-fn serve_held_archive(archive: Vec<u8>) -> (String, mpsc::Sender<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!(
-        "http://127.0.0.1:{}/backup.tar.gz",
-        listener.local_addr().unwrap().port()
-    );
-    let (release, released) = mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        let (mut stream, _) = listener.accept().unwrap();
-        let mut request = [0u8; 4096];
-        let _ = stream.read(&mut request);
-        let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/x-gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            archive.len()
-        );
-        let _ = stream.write_all(head.as_bytes());
-        // The gzip header (10 bytes) and nothing more until released.
-        let _ = stream.write_all(&archive[..10]);
-        let _ = stream.flush();
-        let _ = released.recv();
-        let _ = stream.write_all(&archive[10..]);
-    });
-    (url, release)
 }
 
 #[test]

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use aerie_e2e::links::serve_archive;
 use aerie_e2e::panel::PanelStandIn;
 use aerie_e2e::websocket::Frame;
 use aerie_e2e::wings::power::{Record, Stop};
@@ -124,31 +125,6 @@ fn assert_failed_untouched(
         b"still here".to_vec()
     );
     assert_eq!(restore_report(panel, uuid), json!({"successful": false}));
-}
-
-/// Serves `body` once per connection as `application/x-gzip` on 127.0.0.1, as S3 serves a
-/// presigned link; returns the link.
-fn serve_archive(body: Vec<u8>) -> String {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!(
-        "http://127.0.0.1:{}/backup.tar.gz",
-        listener.local_addr().unwrap().port()
-    );
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut request = [0u8; 4096];
-            let _ = stream.read(&mut request);
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/x-gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(&body);
-        }
-    });
-    url
 }
 
 #[test]

@@ -4,9 +4,7 @@
 //! be reached closes the client with 1011, and `set state` is refused for a server being
 //! restored.
 
-use std::io::{Read, Write};
-use std::sync::mpsc;
-
+use aerie_e2e::links::serve_held_archive;
 use aerie_e2e::websocket::{connect, token, Frame, Socket};
 use aerie_e2e::wings::{socket as wings_socket, WingsStandIn};
 use aerie_e2e::{gnu_tar_gz, new_uuid, noise, Daemon, Node};
@@ -194,33 +192,6 @@ fn a_wings_that_cannot_be_reached_closes_the_client_with_1011() {
     );
 }
 
-/// Serves `archive`'s first 10 bytes (the gzip header) on 127.0.0.1 and holds the
-/// connection until the returned sender is used or dropped; returns the link.
-fn serve_stalled(archive: Vec<u8>) -> (String, mpsc::Sender<()>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!(
-        "http://127.0.0.1:{}/backup.tar.gz",
-        listener.local_addr().unwrap().port()
-    );
-    let (release, released) = mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        let Ok((mut stream, _)) = listener.accept() else {
-            return;
-        };
-        let mut request = [0u8; 4096];
-        let _ = stream.read(&mut request);
-        let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/x-gzip\r\nContent-Length: {}\r\n\r\n",
-            archive.len()
-        );
-        let _ = stream.write_all(head.as_bytes());
-        let _ = stream.write_all(&archive[..10]);
-        let _ = stream.flush();
-        let _ = released.recv();
-    });
-    (url, release)
-}
-
 /// The text frames Wings received on connection `index` whose event is `set state`.
 fn set_states(wings: &WingsStandIn, index: usize) -> usize {
     wings.socket.connections()[index]
@@ -253,7 +224,7 @@ fn set_state_is_refused_for_a_server_being_restored_and_passed_on_for_another() 
     std::fs::write(source.join("world.dat"), noise(100_000)).unwrap();
     let archive = node.dir.path().join("restore.tar.gz");
     gnu_tar_gz(&archive, &source, &["."]);
-    let (url, release) = serve_stalled(std::fs::read(&archive).unwrap());
+    let (url, release) = serve_held_archive(std::fs::read(&archive).unwrap());
     let restore = new_uuid();
     let reply = daemon.post_restore(
         SERVER,
