@@ -2,7 +2,9 @@
 //! a download streams the stored archive with Range support, and every bad token is refused
 //! with a clear status.
 
-use aerie_e2e::{new_uuid, noise, Daemon, Node, SLOW_WRITES};
+use std::time::{Duration, Instant};
+
+use aerie_e2e::{fixture_library, new_uuid, noise, Daemon, Node, HANG_GUARD};
 use reqwest::Method;
 use serde_json::json;
 
@@ -46,14 +48,51 @@ fn delete_is_204_then_404() {
 fn deleting_a_running_backup_cancels_it_and_leaves_nothing() {
     let mut node = Node::new();
     std::fs::write(node.server(SERVER).join("noise.bin"), noise(4_000_000)).unwrap();
-    node.system_extra = SLOW_WRITES.into();
+    let store = node.dir.path().join("fixture-store");
+    std::fs::create_dir_all(&store).unwrap();
+    node.plugins = Some(format!(
+        "adapters:\n  - name: held\n    library: {}\n    config:\n      directory: {}\n",
+        fixture_library().display(),
+        store.display()
+    ));
     let daemon = node.start();
     let uuid = new_uuid();
-    daemon.start_backup(SERVER, "wings", &uuid, "");
-    assert_eq!(delete(&daemon, SERVER, &uuid).status, 204);
-    assert!(std::fs::read_dir(node.backup_dir())
-        .map(|d| d.count() == 0)
-        .unwrap_or(true));
+    // The fixture holds the backup in `begin_backup` while this FIFO is open for writing.
+    let hold = store.join(format!("{uuid}.hold"));
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &hold,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    daemon.start_backup(SERVER, "held", &uuid, "");
+    // Returns once the adapter has opened the other end: the backup is running, held.
+    let holder = std::fs::OpenOptions::new().write(true).open(&hold).unwrap();
+    assert_eq!(daemon.status(SERVER, &uuid).json["state"], "running");
+    let deleted = std::thread::scope(|scope| {
+        let deleting = scope.spawn(|| delete(&daemon, SERVER, &uuid));
+        let asked = Instant::now();
+        while !daemon
+            .log()
+            .contains("cancelling the running backup to delete it")
+        {
+            assert!(asked.elapsed() < HANG_GUARD, "{}", daemon.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Only now may the backup go on: it can only end by noticing it was cancelled.
+        drop(holder);
+        deleting.join().unwrap()
+    });
+    assert_eq!(deleted.status, 204);
+    assert!(
+        store.join(format!("{uuid}.aborted")).exists(),
+        "the sink was aborted, not finished: {}",
+        daemon.log()
+    );
+    assert!(!store.join(format!("{uuid}.tar.gz")).exists());
+    assert!(!store.join(format!("{uuid}.partial")).exists());
     assert_eq!(daemon.status(SERVER, &uuid).status, 404);
 }
 
