@@ -180,12 +180,21 @@ fn a_socket_is_warned_before_its_token_expires_and_told_when_it_has() {
     socket.auth(&token(NODE_TOKEN, SERVER, &["*"], 2));
     assert_eq!(socket.recv().0, "token expiring");
     assert_eq!(socket.recv().0, "token expired");
-    // After expiry no events flow until a fresh token is sent.
+    // While the token is expired, a whole backup goes by unseen...
+    let missed = new_uuid();
+    daemon.start_backup(SERVER, "wings", &missed, "");
+    assert_eq!(daemon.wait_for_end(SERVER, &missed)["state"], "completed");
+    // ...so the next frame is the answer to a fresh token, not one of that backup's.
     assert_eq!(
         socket.auth(&token(NODE_TOKEN, SERVER, &["*"], 600)).0,
         "auth success"
     );
     let uuid = new_uuid();
     daemon.start_backup(SERVER, "wings", &uuid, "");
-    assert_eq!(socket.recv().0, "backup started");
+    let (event, arg) = socket.recv();
+    assert_eq!(event, "backup started");
+    assert!(
+        arg.unwrap_or_default().contains(&uuid),
+        "the new backup's, not the missed one's"
+    );
 }

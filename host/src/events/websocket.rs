@@ -142,7 +142,8 @@ pub fn instant_at(unix: i64) -> Instant {
 /// Runs one socket until the client goes away.
 pub async fn run(socket: WebSocket, context: SessionContext) {
     let (mut outgoing, mut incoming) = socket.split();
-    // Subscribed at the first successful auth: nothing queues up for a stranger.
+    // Subscribed at a successful auth, dropped at expiry: nothing queues up for a stranger,
+    // nor for a socket whose token has expired.
     let mut subscription: Option<Subscription> = None;
     let mut session: Option<Session> = None;
     // When the socket is closed unless a valid token comes first; `None` while it has one.
@@ -207,7 +208,9 @@ pub async fn run(socket: WebSocket, context: SessionContext) {
                 frame("token expiring", None)
             }
             _ = tokio::time::sleep_until(expire_at.unwrap_or_else(Instant::now)), if expire_at.is_some() => {
+                // Nothing that happens until a fresh token is kept for later, as in Wings.
                 session = None;
+                subscription = None;
                 auth_deadline = Some(Instant::now() + context.auth_timeout);
                 frame("token expired", None)
             }

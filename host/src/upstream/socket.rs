@@ -400,8 +400,10 @@ async fn to_client(
                 return End::Aerie(close(close_code::AWAY, SHUTDOWN_REASON));
             }
             _ = tokio::time::sleep_until(expire_at.unwrap_or_else(Instant::now)), if expire_at.is_some() => {
-                // Wings tells the client; aerie stops adding its events until a fresh token.
+                // Wings tells the client; aerie stops adding its events until a fresh token,
+                // and what happens meanwhile is not kept for later either.
                 session = None;
+                subscription = None;
                 auth_deadline = Some(Instant::now() + relay.auth_timeout);
                 continue;
             }
