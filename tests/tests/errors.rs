@@ -3,7 +3,7 @@
 
 use aerie_e2e::{new_uuid, Daemon, Node, Reply};
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{json, Value};
 
 const SERVER: &str = "8c1a3f4e-4a9b-4d0e-9c62-3b1f0e2d7a55";
 
@@ -83,28 +83,59 @@ fn a_wrong_token_is_403() {
     }
 }
 
+/// Sends `POST <target>` as written, on a raw connection (an HTTP client would normalise
+/// `..` and `%2E%2E` away before they reached the daemon); returns the status and the body.
+fn post_verbatim(daemon: &Daemon, token: &str, target: &str, body: &str) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let address = daemon.base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "POST {target} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer[9..12].parse().unwrap();
+    let json = answer
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str(body).ok())
+        .unwrap_or(Value::Null);
+    (status, json)
+}
+
 #[test]
 fn an_unknown_or_unsafe_server_is_404_and_never_a_path() {
     let (node, daemon) = daemon();
     // A directory that exists outside the data folder must not be reachable.
     std::fs::create_dir_all(node.dir.path().join("outside")).unwrap();
+    let body = json!({"adapter": "wings", "uuid": new_uuid()}).to_string();
     for server in [
         "no-such-server",
         "..",
         "..%2Foutside",
         "%2E%2E",
+        "%2e%2e%2foutside",
         "a%00b",
         ".hidden",
     ] {
-        let reply = daemon.post_backup(server, &json!({"adapter": "wings", "uuid": new_uuid()}));
-        assert!(
-            reply.status == 404 || reply.status == 400,
-            "{server}: {reply:?}"
+        let target = format!("/api/servers/{server}/backup");
+        let (status, json) = post_verbatim(&daemon, &node.token, &target, &body);
+        assert_eq!(status, 404, "{target}: {json}");
+        assert_eq!(
+            json["error"], "The requested resource does not exist on this instance.",
+            "{target}"
         );
-        assert!(reply.json["error"].is_string(), "{server}: {reply:?}");
     }
-    let reply = daemon.post_backup("no-such-server", &json!({}));
-    assert_error(&reply, 404, "does not exist");
+    assert!(
+        std::fs::read_dir(node.dir.path().join("outside"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "nothing was written outside the data folder"
+    );
 }
 
 #[test]
