@@ -147,27 +147,42 @@ fn hostile_archives_are_refused_and_nothing_lands_outside_the_root() {
     std::fs::create_dir_all(node.backup_dir()).unwrap();
     let daemon = node.start();
     let escape_target = outside.join("escaped");
+    // Each case, and the reason its restore must give.
     let cases = [
-        ("dot-dot", "file('../../outside/escaped')".to_string()),
-        ("absolute", format!("file('{}')", escape_target.display())),
+        (
+            "dot-dot",
+            "file('../../outside/escaped')".to_string(),
+            "refusing \"../../outside/escaped\": it has a \"..\" component",
+        ),
+        (
+            "absolute",
+            format!("file('{}')", escape_target.display()),
+            "it is an absolute path",
+        ),
         (
             "through a symlink it made",
             format!(
                 "link('link', '{}')\nfile('link/escaped')",
                 outside.display()
             ),
+            "refusing \"link/escaped\": its parent \"link\" is a symlink",
         ),
         (
             "hard link to /etc/passwd",
             "link('passwd', '/etc/passwd', tarfile.LNKTYPE)".into(),
+            "refusing \"passwd\": its link target \"/etc/passwd\": it is an absolute path",
         ),
     ];
-    for (case, script) in cases {
+    for (case, script, reason) in cases {
         let uuid = new_uuid();
         hostile_archive(&node.backup_dir().join(format!("{uuid}.tar.gz")), &script);
         let frames = restore(&node, &daemon, &uuid, json!({"adapter": "wings"}));
         let message = completion_message(&frames);
-        assert!(message.contains("failed"), "{case}: {message}");
+        assert!(
+            message.starts_with("Server restoration from local backup failed: "),
+            "{case}: {message}"
+        );
+        assert!(message.contains(reason), "{case}: {message}");
         assert!(!escape_target.exists(), "{case}: wrote outside the root");
         assert_eq!(
             std::fs::read(root.join("keep.txt")).unwrap(),
