@@ -206,3 +206,48 @@ fn a_download_streams_the_archive_with_ranges_and_refuses_bad_tokens() {
         .unwrap();
     assert_eq!(response.status(), 401, "no token");
 }
+
+#[test]
+fn a_range_past_the_end_is_416_naming_the_size() {
+    let node = Node::new();
+    std::fs::write(node.server(SERVER).join("a"), b"a").unwrap();
+    let daemon = node.start();
+    let uuid = new_uuid();
+    daemon.start_backup(SERVER, "wings", &uuid, "");
+    daemon.wait_for_end(SERVER, &uuid);
+    let size = std::fs::metadata(node.backup_dir().join(format!("{uuid}.tar.gz")))
+        .unwrap()
+        .len();
+    let response = daemon
+        .client
+        .get(format!("{}/download/backup", daemon.base))
+        .query(&[("token", download_token(&node, SERVER, &uuid, 900, "r"))])
+        .header("Range", format!("bytes={size}-"))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 416);
+    assert_eq!(
+        response.headers()["content-range"],
+        format!("bytes */{size}").as_str()
+    );
+}
+
+#[test]
+fn an_archive_the_registry_never_saw_downloads_whole() {
+    let node = Node::new();
+    node.server(SERVER);
+    std::fs::create_dir_all(node.backup_dir()).unwrap();
+    // As a Wings node leaves them: only the file, no record of it.
+    let uuid = new_uuid();
+    let archive = noise(300_000);
+    std::fs::write(node.backup_dir().join(format!("{uuid}.tar.gz")), &archive).unwrap();
+    let daemon = node.start();
+    let response = daemon
+        .client
+        .get(format!("{}/download/backup", daemon.base))
+        .query(&[("token", download_token(&node, SERVER, &uuid, 900, "w"))])
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.bytes().unwrap().as_ref(), archive.as_slice());
+}

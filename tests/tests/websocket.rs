@@ -4,7 +4,7 @@
 
 use aerie_e2e::websocket::{connect, token, Frame};
 use aerie_e2e::{new_uuid, Node};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const SERVER: &str = "2c4e6a8b-0d1f-4a3b-9c5d-7e9f1a3b5c7d";
 const NODE_TOKEN: &str = "test-node-token-0123456789";
@@ -197,4 +197,60 @@ fn a_socket_is_warned_before_its_token_expires_and_told_when_it_has() {
         arg.unwrap_or_default().contains(&uuid),
         "the new backup's, not the missed one's"
     );
+}
+
+#[test]
+fn a_token_issued_before_the_daemon_started_is_refused() {
+    let node = node();
+    let daemon = node.start();
+    let mut socket = connect(&daemon.base, SERVER, None).unwrap();
+    let now = aerie::jwt::unix_now();
+    let before_start = aerie::jwt::sign(
+        &json!({
+            "iat": now - 3600, "nbf": now - 3900, "exp": now + 600,
+            "server_uuid": SERVER, "permissions": ["*"],
+        }),
+        NODE_TOKEN.as_bytes(),
+    );
+    let (event, reason) = socket.auth(&before_start);
+    assert_eq!(event, "jwt error");
+    assert_eq!(
+        reason.as_deref(),
+        Some("jwt: the token was issued before the daemon started")
+    );
+}
+
+#[test]
+fn the_panels_own_origin_is_allowed_without_listing_it() {
+    let mut node = node();
+    node.extra_config = "remote: https://panel.remote.example\n".into();
+    let daemon = node.start();
+    assert!(connect(&daemon.base, SERVER, Some("https://panel.remote.example")).is_ok());
+    assert!(connect(&daemon.base, SERVER, Some("https://panel.example.com")).is_err());
+}
+
+#[test]
+fn a_failed_backup_ends_with_unsuccessful_completed_frames() {
+    let mut node = node();
+    let store = node.dir.path().join("fixture-store");
+    node.plugins = Some(format!(
+        "adapters:\n  - name: full\n    library: {}\n    config:\n      directory: {}\n      fail_after_bytes: 0\n",
+        aerie_e2e::fixture_library().display(),
+        store.display()
+    ));
+    let daemon = node.start();
+    let mut socket = connect(&daemon.base, SERVER, None).unwrap();
+    socket.auth(&token(NODE_TOKEN, SERVER, &["*"], 600));
+    let uuid = new_uuid();
+    daemon.start_backup(SERVER, "full", &uuid, "");
+    let frames = socket.recv_until(&format!("backup completed:{uuid}"));
+    let completed = frames
+        .iter()
+        .find(|f| f.0 == "backup completed")
+        .expect("backup completed");
+    let completed = payload(completed);
+    assert_eq!(completed["is_successful"], false, "{completed}");
+    assert_eq!(completed["uuid"], uuid.as_str());
+    assert_eq!(completed["checksum"], "");
+    assert_eq!(completed["file_size"], 0);
 }
