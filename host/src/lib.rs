@@ -22,6 +22,8 @@ pub mod registry;
 pub mod restore;
 pub mod serve;
 pub mod tasks;
+#[cfg(test)]
+mod test_skips;
 pub mod tls;
 pub mod upstream;
 pub mod wings_text;

@@ -446,3 +446,21 @@ pub fn run(program: &str, args: &[&str], dir: &Path) -> String {
     );
     String::from_utf8(output.stdout).expect("utf-8 output")
 }
+
+/// A test that cannot run here (not root, no tmpfs) says so past the harness's capture and
+/// adds a line to `$AERIE_TEST_SKIPS`, which `tests/run.sh` counts and prints at the end, so
+/// that a skip is never a silent pass.
+pub fn skip_visibly(test: &str, why: &str) {
+    use std::io::Write;
+    let line = format!("SKIPPED {test}: {why}");
+    let _ = writeln!(std::io::stderr(), "\n{line}\n");
+    if let Some(path) = std::env::var_os("AERIE_TEST_SKIPS") {
+        if let Ok(mut log) = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+        {
+            let _ = writeln!(log, "{line}");
+        }
+    }
+}

@@ -10,14 +10,13 @@
 //! refused it says so on the terminal and skips. The S3 tests need the test S3 server
 //! (`source tests/s3-server.sh && s3_server_start`).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aerie_e2e::panel::PanelStandIn;
 use aerie_e2e::s3::Plugins;
-use aerie_e2e::{new_uuid, noise, run, Daemon, Node, HANG_GUARD};
+use aerie_e2e::{new_uuid, noise, run, skip_visibly, Daemon, Node, HANG_GUARD};
 use aerie_s3_test_support::{sha1_hex, Bucket, Proxy, MIB};
 use reqwest::Method;
 use serde_json::Value;
@@ -59,12 +58,6 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
-}
-
-/// Says on the terminal, past the test harness's capture of `eprintln!`, that a test could
-/// not run here.
-fn skip_visibly(test: &str, why: &str) {
-    let _ = writeln!(std::io::stderr(), "\nSKIPPED {test}: {why}\n");
 }
 
 /// A node whose reports go to `panel`.

@@ -372,8 +372,10 @@ fn drops_setuid_and_setgid_but_keeps_sticky() {
 fn chowns_everything_it_creates() {
     // SAFETY: geteuid takes nothing and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("not root: chown cannot be checked");
-        return;
+        return crate::test_skips::skip_visibly(
+            "restore::extract::tests::chowns_everything_it_creates",
+            "not root: chown cannot be checked",
+        );
     }
     let sandbox = Sandbox::new();
     let compressed = archive(|builder| {
@@ -1128,10 +1130,9 @@ impl Tmpfs {
         match status {
             Ok(status) if status.success() => Some(Self { dir }),
             other => {
-                // Past the test harness's capture, so that a skip is seen in every run.
-                let _ = writeln!(
-                    io::stderr(),
-                    "\nSKIPPED: cannot mount a tmpfs ({other:?}); the real disk-full test did not run\n"
+                crate::test_skips::skip_visibly(
+                    "restore::extract::tests::stops_before_a_real_small_disk_is_full",
+                    &format!("cannot mount a tmpfs ({other:?})"),
                 );
                 None
             }
