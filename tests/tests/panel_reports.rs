@@ -73,6 +73,11 @@ fn server_errors_are_retried_and_a_refusal_is_final_without_losing_the_archive()
     panel.wait_for_accepted(1);
     let statuses: Vec<u16> = panel.received().iter().map(|r| r.answered).collect();
     assert_eq!(statuses, vec![500, 502, 204]);
+    // Every attempt carried the same report of a good backup.
+    for report in panel.received() {
+        assert_eq!(report.path, format!("/api/remote/backups/{retried}"));
+        assert_eq!(report.body["successful"], true);
+    }
 
     // A 4xx (e.g. "already completed") is not retried, and unlike Wings the archive stays.
     panel.answer_next(&[400]);
@@ -85,6 +90,7 @@ fn server_errors_are_retried_and_a_refusal_is_final_without_losing_the_archive()
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_eq!(panel.received()[3].answered, 400);
+    assert_eq!(panel.received()[3].body["successful"], true);
     assert!(node
         .backup_dir()
         .join(format!("{refused}.tar.gz"))
@@ -177,6 +183,9 @@ fn an_operator_can_drop_a_report_the_panel_will_never_take() {
     daemon.start_backup(SERVER, "wings", &uuid, "");
     daemon.wait_for_end(SERVER, &uuid);
     let pending = queued(&daemon);
+    let body: serde_json::Value =
+        serde_json::from_str(pending[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["successful"], true);
     let id = pending[0]["id"].as_i64().unwrap();
     let reply = daemon.send(daemon.request(Method::DELETE, &format!("/api/notifications/{id}")));
     assert_eq!(reply.status, 204);
