@@ -41,7 +41,14 @@ struct State {
     /// UploadPart requests being received or forwarded now, and the most there ever were.
     parts_now: AtomicU32,
     parts_max: AtomicU32,
+    /// UploadPart requests are held, once received, until this many were in progress at
+    /// once (0: never held).
+    hold_until_at_once: AtomicU32,
 }
+
+/// How long a held UploadPart waits for the others before it goes on anyway: far longer
+/// than any test needs, so that reaching it means the parts never overlapped.
+const HOLD_GUARD: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Counts one UploadPart request as in progress while it lives.
 struct InProgress<'a>(&'a State);
@@ -82,6 +89,7 @@ impl Proxy {
             parts_forwarded: AtomicU32::new(0),
             parts_now: AtomicU32::new(0),
             parts_max: AtomicU32::new(0),
+            hold_until_at_once: AtomicU32::new(0),
         });
         let shared = state.clone();
         std::thread::spawn(move || {
@@ -135,6 +143,13 @@ impl Proxy {
     /// The most UploadPart requests that were ever in progress at once.
     pub fn most_parts_at_once(&self) -> u32 {
         self.state.parts_max.load(Ordering::SeqCst)
+    }
+
+    /// Holds each UploadPart, once its body is in, until `n` were in progress at once (or
+    /// for at most a minute): a client that uploads one part at a time then never gets
+    /// [`Proxy::most_parts_at_once`] to `n`, whatever the machine's speed.
+    pub fn hold_parts_until_at_once(&self, n: u32) {
+        self.state.hold_until_at_once.store(n, Ordering::SeqCst);
     }
 
     /// Whether the proxy plays dead.
@@ -219,6 +234,16 @@ fn serve(state: &State, client: TcpStream) -> std::io::Result<()> {
             return Ok(());
         }
         body.extend_from_slice(&piece[..n]);
+    }
+
+    if is_part {
+        let held = std::time::Instant::now();
+        while state.parts_max.load(Ordering::SeqCst)
+            < state.hold_until_at_once.load(Ordering::SeqCst)
+            && held.elapsed() < HOLD_GUARD
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     let mut client = client;
