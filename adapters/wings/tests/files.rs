@@ -118,8 +118,17 @@ fn names_that_could_leave_the_directory_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let adapter = adapter(dir.path());
     for name in ["../x", "a/b", "", ".hidden", "x\0y"] {
-        assert!(adapter.begin_backup(SERVER, name).is_err(), "{name:?}");
-        assert!(adapter.open(SERVER, name, 0).is_err(), "{name:?}");
+        let refusal = format!("{name:?} is not a valid backup name");
+        let err = adapter.begin_backup(SERVER, name).err().expect("refused");
+        assert_eq!(
+            (err.kind, err.message.as_str()),
+            (ErrorKind::OTHER, refusal.as_str())
+        );
+        let err = adapter.open(SERVER, name, 0).err().expect("refused");
+        assert_eq!(
+            (err.kind, err.message.as_str()),
+            (ErrorKind::OTHER, refusal.as_str())
+        );
     }
     assert!(names(dir.path()).is_empty());
 }
@@ -130,7 +139,13 @@ fn a_size_mismatch_at_finish_keeps_nothing() {
     let adapter = adapter(dir.path());
     let mut sink = adapter.begin_backup(SERVER, BACKUP).unwrap();
     sink.write(b"abc").unwrap();
-    assert!(sink.finish("", 4).is_err());
+    let err = sink.finish("", 4).expect_err("refused");
+    assert!(
+        err.message
+            .ends_with("holds 3 bytes but the archive is 4 bytes"),
+        "{}",
+        err.message
+    );
     assert!(names(dir.path()).is_empty());
 }
 
