@@ -7,6 +7,9 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{mpsc, Arc, Mutex};
 
+/// `system_extra` for a node that may restore from these links (they are on loopback).
+pub const LOOPBACK_ALLOWED: &str = "  backups:\n    restore_host_allowlist: [\"127.0.0.1\"]\n";
+
 /// Bytes of a gzip member's header: what a held archive sends before it waits.
 const GZIP_HEADER_BYTES: usize = 10;
 
@@ -44,8 +47,9 @@ fn response_head(length: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Answers every connection on its own thread, after reading its request, with `answer`.
-fn serve(answer: impl Fn(TcpStream) + Send + Sync + 'static) -> String {
+/// Answers every connection on its own thread, after reading its request, with `answer`;
+/// returns the link. For sources the functions above do not cover.
+pub fn serve(answer: impl Fn(TcpStream) + Send + Sync + 'static) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!(
         "http://127.0.0.1:{}/backup.tar.gz",

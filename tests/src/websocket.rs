@@ -131,3 +131,13 @@ pub fn token(node_token: &str, server: &str, permissions: &[&str], expires_in: i
     });
     aerie::jwt::sign(&claims, node_token.as_bytes())
 }
+
+/// What the last `daemon message` among `frames` says (a restore's outcome), or "".
+pub fn completion_message(frames: &[Frame]) -> String {
+    frames
+        .iter()
+        .rev()
+        .find(|f| f.0 == "daemon message")
+        .and_then(|f| f.1.clone())
+        .unwrap_or_default()
+}

@@ -6,7 +6,9 @@
 use std::path::Path;
 
 use aerie_e2e::links::serve_archive;
+use aerie_e2e::links::LOOPBACK_ALLOWED;
 use aerie_e2e::tree::{populate, snapshot, wipe};
+use aerie_e2e::websocket::completion_message;
 use aerie_e2e::websocket::Frame;
 use aerie_e2e::{gnu_tar_gz, new_uuid, noise, run, Daemon, Node, Reply, SLOW_WRITES};
 use serde_json::{json, Value};
@@ -23,15 +25,6 @@ fn restore(node: &Node, daemon: &Daemon, uuid: &str, body: Value) -> Vec<Frame> 
     let reply = post_restore(daemon, uuid, &body);
     assert_eq!(reply.status, 202, "{reply:?}");
     socket.recv_until("backup restore completed")
-}
-
-fn completion_message(frames: &[Frame]) -> String {
-    frames
-        .iter()
-        .rev()
-        .find(|f| f.0 == "daemon message")
-        .and_then(|f| f.1.clone())
-        .unwrap_or_default()
 }
 
 #[test]
@@ -237,7 +230,7 @@ fn a_download_url_to_loopback_is_refused_unless_allow_listed() {
     assert!(root.join("keep.txt").exists(), "untouched");
     drop(daemon);
 
-    node.system_extra = "  backups:\n    restore_host_allowlist: [\"127.0.0.1\"]\n".into();
+    node.system_extra = LOOPBACK_ALLOWED.into();
     let daemon = node.start();
     let frames = restore(&node, &daemon, &new_uuid(), body);
     assert!(

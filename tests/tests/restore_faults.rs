@@ -2,33 +2,23 @@
 //! daemon; a server root that is a symlink is no server (404) and its target is never
 //! touched; a restore cut off by a crash or a stop is reported failed at the next start.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
+use aerie_e2e::links::serve;
 use aerie_e2e::links::serve_archive;
+use aerie_e2e::links::LOOPBACK_ALLOWED;
 use aerie_e2e::panel::PanelStandIn;
 use aerie_e2e::tree::{populate, snapshot};
-use aerie_e2e::websocket::Frame;
+use aerie_e2e::websocket::completion_message;
 use aerie_e2e::{gnu_tar_gz, new_uuid, noise, Daemon, Node};
 use rustix::fs::{self, Mode, OFlags};
 use serde_json::json;
 
 const SERVER: &str = "0f4e2d6c-8a1b-4c3d-9e5f-a7b9c1d3e5f7";
 const OTHER: &str = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d";
-
-/// `system_extra` letting restores download from the test's own loopback servers.
-const LOOPBACK_ALLOWED: &str = "  backups:\n    restore_host_allowlist: [\"127.0.0.1\"]\n";
-
-fn completion_message(frames: &[Frame]) -> String {
-    frames
-        .iter()
-        .rev()
-        .find(|f| f.0 == "daemon message")
-        .and_then(|f| f.1.clone())
-        .unwrap_or_default()
-}
 
 fn open_dir(parent: impl AsFd, name: &std::ffi::CStr) -> OwnedFd {
     fs::openat(
@@ -113,27 +103,6 @@ fn serve_stalling_archive(body: Vec<u8>) -> String {
         let _ = stream.flush();
         std::thread::sleep(Duration::from_secs(3600));
     })
-}
-
-fn serve(answer: impl Fn(std::net::TcpStream) + Send + Sync + 'static) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!(
-        "http://127.0.0.1:{}/backup.tar.gz",
-        listener.local_addr().unwrap().port()
-    );
-    let answer = std::sync::Arc::new(answer);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let answer = answer.clone();
-            std::thread::spawn(move || {
-                let mut request = [0u8; 4096];
-                let _ = stream.read(&mut request);
-                answer(stream);
-            });
-        }
-    });
-    url
 }
 
 #[test]

@@ -5,15 +5,14 @@
 
 use aerie::registry::Registry;
 use aerie_e2e::links::serve_held_archive;
+use aerie_e2e::links::LOOPBACK_ALLOWED;
 use aerie_e2e::panel::PanelStandIn;
-use aerie_e2e::websocket::{Frame, Socket};
+use aerie_e2e::websocket::completion_message;
+use aerie_e2e::websocket::Socket;
 use aerie_e2e::{new_uuid, Daemon, Node};
 use serde_json::json;
 
 const SERVER: &str = "0f4e2d6c-8a1b-4c3d-9e5f-a7b9c1d3e5f7";
-
-/// `system_extra` letting restores download from the test's own loopback server.
-const LOOPBACK_ALLOWED: &str = "  backups:\n    restore_host_allowlist: [\"127.0.0.1\"]\n";
 
 /// A link to an archive that sends its gzip header and then nothing until the returned
 /// sender is dropped: a restore from it stays running, whatever the machine's speed.
@@ -55,15 +54,6 @@ fn start_stalled_restore(daemon: &Daemon, socket: &mut Socket, url: &str) -> Str
 /// The registry of `node`, opened beside (or after) the daemon.
 fn registry(node: &Node) -> Registry {
     Registry::open(&node.dir.path().join("state")).unwrap()
-}
-
-fn completion_message(frames: &[Frame]) -> String {
-    frames
-        .iter()
-        .rev()
-        .find(|f| f.0 == "daemon message")
-        .and_then(|f| f.1.clone())
-        .unwrap_or_default()
 }
 
 fn restore_reports(panel: &PanelStandIn, uuid: &str) -> Vec<serde_json::Value> {

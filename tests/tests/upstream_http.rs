@@ -9,6 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use aerie_e2e::links::serve_held_archive;
+use aerie_e2e::links::LOOPBACK_ALLOWED;
 use aerie_e2e::wings::files::{hex, Pattern, WINGS_VERSION};
 use aerie_e2e::wings::WingsStandIn;
 use aerie_e2e::{gnu_tar_gz, noise, Daemon, Node, HANG_GUARD};
@@ -289,7 +290,7 @@ fn standalone_aerie_still_answers_404_for_what_it_does_not_serve() {
 fn a_power_action_for_a_server_being_restored_is_refused_and_others_pass() {
     let wings = WingsStandIn::start("test-node-token-0123456789");
     let mut node = node_before(&wings);
-    node.system_extra = "  backups:\n    restore_host_allowlist: [\"127.0.0.1\"]\n".into();
+    node.system_extra = LOOPBACK_ALLOWED.into();
     std::fs::write(node.server("restoring").join("level.dat"), b"level").unwrap();
     node.server("other");
     let source = node.dir.path().join("source");

@@ -5,6 +5,7 @@
 //! restored.
 
 use aerie_e2e::links::serve_held_archive;
+use aerie_e2e::links::LOOPBACK_ALLOWED;
 use aerie_e2e::websocket::{connect, token, Frame, Socket};
 use aerie_e2e::wings::{socket as wings_socket, WingsStandIn};
 use aerie_e2e::{gnu_tar_gz, new_uuid, noise, Daemon, Node};
@@ -21,7 +22,7 @@ const PANEL: &str = "https://panel.example.com";
 fn node(wings_url: &str) -> Node {
     let mut node = Node::new();
     node.extra_config = format!("allowed_origins:\n  - {PANEL}\nupstream:\n  url: {wings_url}\n");
-    node.system_extra = "  backups:\n    restore_host_allowlist: [\"127.0.0.1\"]\n".into();
+    node.system_extra = LOOPBACK_ALLOWED.into();
     for server in [SERVER, OTHER] {
         let root = node.server(server);
         for i in 0..8 {
