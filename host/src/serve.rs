@@ -4,6 +4,7 @@
 //! With `api.ssl`, each connection's TLS handshake runs here too, under the same bounds.
 
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +43,12 @@ const PLAIN_HTTP_REFUSAL: &[u8] =
 /// closing with the request unread does not reset the connection before the client reads
 /// the answer: a request's headers are far smaller.
 const PLAIN_HTTP_DRAIN_BYTES: u64 = 64 * 1024;
+
+/// The kernel send buffer of a connection upgraded to a websocket (Linux doubles it for its
+/// bookkeeping). Events are small frames; left to autotuning, a client that never reads
+/// would pin up to `net.ipv4.tcp_wmem`'s maximum (4 MiB by default) of kernel memory, and
+/// events would pile up there rather than in the bus's bounded, coalescing queue.
+pub const WEBSOCKET_SEND_BUFFER: usize = 32 * 1024;
 
 /// The bounds every connection is served under.
 #[derive(Debug, Clone, Copy)]
@@ -189,9 +196,10 @@ async fn serve_connection(
     if let Err(err) = stream.set_nodelay(true) {
         tracing::debug!(%peer, "cannot set TCP_NODELAY: {err}");
     }
+    let socket = stream.as_raw_fd();
     let Some(acceptor) = tls else {
         let client = ClientConnection { peer, tls: false };
-        serve_http(stream, client, router, limits, slot, stop).await;
+        serve_http(stream, socket, client, router, limits, slot, stop).await;
         return;
     };
     // The handshake holds this connection's place and gets the time a request's headers
@@ -204,7 +212,7 @@ async fn serve_connection(
     match handshake {
         Ok(Some(stream)) => {
             let client = ClientConnection { peer, tls: true };
-            serve_http(stream, client, router, limits, slot, stop).await;
+            serve_http(stream, socket, client, router, limits, slot, stop).await;
         }
         Ok(None) => {}
         Err(_) => tracing::debug!(
@@ -260,9 +268,10 @@ async fn refuse_plain_http(mut stream: TcpStream) {
     .await;
 }
 
-/// Serves HTTP/1 (and upgrades) on `io`, a plain or TLS stream.
+/// Serves HTTP/1 (and upgrades) on `io`, a plain or TLS stream over the TCP `socket`.
 async fn serve_http<I>(
     io: I,
+    socket: RawFd,
     client: ClientConnection,
     router: Router,
     limits: Limits,
@@ -272,6 +281,11 @@ async fn serve_http<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = router.map_request(move |mut request: hyper::Request<Incoming>| {
+        if is_websocket_upgrade(&request) {
+            // SAFETY: `socket` is the descriptor of the connection this request arrived on,
+            // which owns it and is open for as long as one of its requests is being served.
+            bound_send_buffer(unsafe { BorrowedFd::borrow_raw(socket) }, client.peer);
+        }
         request.extensions_mut().insert(slot.clone());
         request.extensions_mut().insert(client);
         request
@@ -294,5 +308,23 @@ async fn serve_http<I>(
     };
     if let Err(err) = result {
         tracing::debug!(peer = %client.peer, "connection ended: {err}");
+    }
+}
+
+/// Whether `request` asks to become a websocket.
+fn is_websocket_upgrade(request: &hyper::Request<Incoming>) -> bool {
+    request
+        .headers()
+        .get(hyper::header::UPGRADE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.eq_ignore_ascii_case("websocket"))
+}
+
+/// Caps the kernel send buffer of a websocket's connection at [`WEBSOCKET_SEND_BUFFER`].
+fn bound_send_buffer(socket: BorrowedFd<'_>, peer: SocketAddr) {
+    if let Err(err) =
+        rustix::net::sockopt::set_socket_send_buffer_size(socket, WEBSOCKET_SEND_BUFFER)
+    {
+        tracing::debug!(%peer, "cannot bound the websocket's send buffer: {err}");
     }
 }

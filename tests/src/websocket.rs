@@ -1,7 +1,8 @@
 //! A websocket client for the tests, and JWTs minted the way the Panel mints them.
 
 use serde_json::{json, Value};
-use std::net::TcpStream;
+use std::io;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::HandshakeError;
@@ -38,6 +39,39 @@ pub fn connect(
             .set_read_timeout(Some(crate::HANG_GUARD))
             .expect("read timeout");
     }
+    Ok(Socket { ws })
+}
+
+/// Opens the server's websocket as [`connect`] does, from a socket whose kernel receive
+/// buffer is set to `bytes` before it connects (so the window it offers stays that small):
+/// for tests of a client that stops reading.
+pub fn connect_with_receive_buffer(
+    base: &str,
+    server: &str,
+    bytes: usize,
+) -> Result<Socket, tungstenite::Error> {
+    use rustix::net::{sockopt, AddressFamily, SocketType};
+    let address: SocketAddr = base
+        .strip_prefix("http://")
+        .expect("an http:// base")
+        .parse()
+        .expect("a socket address");
+    let family = match address {
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => AddressFamily::INET6,
+    };
+    let socket = rustix::net::socket(family, SocketType::STREAM, None).map_err(io::Error::from)?;
+    sockopt::set_socket_recv_buffer_size(&socket, bytes).map_err(io::Error::from)?;
+    rustix::net::connect(&socket, &address).map_err(io::Error::from)?;
+    let stream = TcpStream::from(socket);
+    // A hang guard, as in `connect`.
+    stream.set_read_timeout(Some(crate::HANG_GUARD))?;
+    let request = format!("ws://{address}/api/servers/{server}/ws").into_client_request()?;
+    let (ws, _) =
+        tungstenite::client(request, MaybeTlsStream::Plain(stream)).map_err(|err| match err {
+            HandshakeError::Failure(err) => err,
+            HandshakeError::Interrupted(_) => unreachable!("the stream is blocking"),
+        })?;
     Ok(Socket { ws })
 }
 

@@ -154,16 +154,49 @@ fn a_socket_without_backup_read_gets_no_backup_events() {
     assert_eq!(frames, vec![("auth success".to_string(), None)]);
 }
 
+/// The kernel receive buffer the stalled client asks for (Linux doubles it).
+const STALLED_RECEIVE_BUFFER: usize = 4096;
+
+/// The final frames each backup publishes: `backup started` and both `backup completed`.
+const FINAL_FRAMES_PER_BACKUP: usize = 3;
+
 #[test]
 fn a_socket_that_never_reads_does_not_stall_backups() {
+    // A server of one small file: what matters is the number of backups, not their size.
+    const SMALL: &str = "5d1a3c7e-9b2f-4e6a-8c0d-1f3b5d7e9a2c";
     let node = node();
+    std::fs::write(node.server(SMALL).join("small"), b"a").unwrap();
     let daemon = node.start();
-    let mut idle = connect(&daemon.base, SERVER, None).unwrap();
-    idle.auth(&token(NODE_TOKEN, SERVER, &["*"], 600));
-    let uuids: Vec<String> = (0..15).map(|_| new_uuid()).collect();
+    // How many bytes of frames one backup makes, read by a socket that keeps up.
+    let mut reader = connect(&daemon.base, SMALL, None).unwrap();
+    reader.auth(&token(NODE_TOKEN, SMALL, &["*"], 600));
+    let uuid = new_uuid();
+    daemon.start_backup(SMALL, "wings", &uuid, "");
+    let frames = reader.recv_until(&format!("backup completed:{uuid}"));
+    let per_backup: usize = frames
+        .iter()
+        .map(|(name, arg)| name.len() + arg.as_ref().map_or(0, String::len))
+        .sum();
+    drop(reader);
+
+    let mut idle = aerie_e2e::websocket::connect_with_receive_buffer(
+        &daemon.base,
+        SMALL,
+        STALLED_RECEIVE_BUFFER,
+    )
+    .unwrap();
+    idle.auth(&token(NODE_TOKEN, SMALL, &["*"], 600));
+    // Enough backups that their frames are half as large again as everything the kernel
+    // holds between the daemon and this socket (both buffers, doubled by Linux): the rest
+    // must wait in the daemon while the socket is not read...
+    let kernel_buffers = 2 * (aerie::serve::WEBSOCKET_SEND_BUFFER + STALLED_RECEIVE_BUFFER);
+    let backups = 3 * kernel_buffers / (2 * per_backup) + 1;
+    // ...but their final frames all fit in the socket's queue, which drops none of them.
+    assert!(backups * FINAL_FRAMES_PER_BACKUP < aerie::events::bus::MAX_QUEUED);
+    let uuids: Vec<String> = (0..backups).map(|_| new_uuid()).collect();
     for uuid in &uuids {
-        daemon.start_backup(SERVER, "wings", uuid, "");
-        assert_eq!(daemon.wait_for_end(SERVER, uuid)["state"], "completed");
+        daemon.start_backup(SMALL, "wings", uuid, "");
+        assert_eq!(daemon.wait_for_end(SMALL, uuid)["state"], "completed");
     }
     // Read late, it still has every backup's final frames, in order.
     for uuid in &uuids {

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 
 /// The most events a subscriber that never reads may hold; beyond it console lines go
 /// first, then old progress, and a queue of nothing but final events cuts the subscriber off.
-const MAX_QUEUED: usize = 1024;
+pub const MAX_QUEUED: usize = 1024;
 
 /// One event, as a websocket frame carries it: `{"event": name, "args": [arg]}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
