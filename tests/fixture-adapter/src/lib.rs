@@ -7,11 +7,14 @@
 //! `<backup>.hold` FIFO exists, `begin_backup` waits on it: it opens it (so the test's open
 //! of the write end returns once the backup is there) and reads it to its end (so the
 //! backup goes on when the test closes it), which holds a job running without timers.
+//! While a `<backup>.writes` file exists, the sink logs to it when each write arrived, so
+//! a test can check the rate the adapter received bytes at.
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use aerie_adapter_api::{
     parse_config, Adapter, AdapterError, BackupInfo, ErrorKind, HostContext, Sink, Source,
@@ -42,11 +45,21 @@ pub struct FixtureAdapter {
 /// A backup being written to `<backup>.partial`.
 pub struct FixtureSink {
     file: File,
+    /// `<backup>.writes`, when a test created it: each write appends when it arrived and the
+    /// bytes received so far.
+    write_log: Option<WriteLog>,
     written: u64,
     directory: PathBuf,
     backup: String,
     fail_after_bytes: Option<u64>,
     panic: bool,
+}
+
+/// A record of when a sink's bytes arrived: one line per write, `<nanoseconds since
+/// begin_backup> <bytes received so far>`.
+struct WriteLog {
+    file: File,
+    started: Instant,
 }
 
 /// A stored archive being read.
@@ -76,10 +89,23 @@ impl Adapter for FixtureAdapter {
                 .and_then(|mut fifo| fifo.read_to_end(&mut Vec::new()))
                 .map_err(|e| AdapterError::io(hold.display(), &e))?;
         }
+        let started = Instant::now();
+        let log = self.directory.join(format!("{backup}.writes"));
+        let write_log = match log.exists() {
+            true => Some(WriteLog {
+                file: File::options()
+                    .append(true)
+                    .open(&log)
+                    .map_err(|e| AdapterError::io(log.display(), &e))?,
+                started,
+            }),
+            false => None,
+        };
         let path = self.directory.join(format!("{backup}.partial"));
         let file = File::create(&path).map_err(|e| AdapterError::io(path.display(), &e))?;
         Ok(FixtureSink {
             file,
+            write_log,
             written: 0,
             directory: self.directory.clone(),
             backup: backup.to_string(),
@@ -148,6 +174,12 @@ impl Sink for FixtureSink {
             .write_all(bytes)
             .map_err(|e| AdapterError::io("fixture", &e))?;
         self.written += bytes.len() as u64;
+        if let Some(log) = &mut self.write_log {
+            let line = format!("{} {}\n", log.started.elapsed().as_nanos(), self.written);
+            log.file
+                .write_all(line.as_bytes())
+                .map_err(|e| AdapterError::io("fixture write log", &e))?;
+        }
         Ok(())
     }
 
