@@ -553,3 +553,51 @@ fn log_format_json_writes_every_daemon_log_line_as_a_json_object() {
         .unwrap_or_else(|| panic!("no line of backup {uuid}:\n{written}"));
     assert_eq!(job["span"]["server"], SERVER, "{job}");
 }
+
+#[test]
+fn over_https_the_cli_trusts_exactly_the_configured_certificate() {
+    let mut node = Node::new();
+    server_with_files(&node);
+    // Self-signed, for a name the CLI does not dial (it connects to 127.0.0.1).
+    let pair = rcgen::generate_simple_self_signed(vec!["node.example.com".to_string()]).unwrap();
+    let cert = node.dir.path().join("cert.pem");
+    let key = node.dir.path().join("key.pem");
+    std::fs::write(&cert, pair.cert.pem()).unwrap();
+    std::fs::write(&key, pair.signing_key.serialize_pem()).unwrap();
+    node.api_extra = aerie_e2e::tls::ssl_config(&cert, &key);
+    let daemon = node.start();
+    assert!(daemon.base.starts_with("https://"), "{}", daemon.base);
+    let config = cli_config(&node, &daemon);
+
+    // The backup's request over HTTPS, its progress over wss.
+    let created = aerie_with(&node, &config, &["backup", "create", SERVER, "--json"]);
+    assert!(created.status.success(), "{created:?}");
+    let created = json_of(&created);
+    assert_eq!(created["outcome"], "completed", "{created}");
+    let listed = aerie_with(&node, &config, &["backup", "list", SERVER, "--json"]);
+    assert_eq!(json_of(&listed)[0]["uuid"], created["uuid"]);
+
+    // A config naming another certificate does not trust this daemon.
+    let other = rcgen::generate_simple_self_signed(vec!["node.example.com".to_string()]).unwrap();
+    let other_cert = node.dir.path().join("other.pem");
+    std::fs::write(&other_cert, other.cert.pem()).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let other_config = node.dir.path().join("other.yml");
+    std::fs::write(
+        &other_config,
+        text.replace(cert.to_str().unwrap(), other_cert.to_str().unwrap()),
+    )
+    .unwrap();
+    let address = daemon.base.clone();
+    for args in [vec!["backup", "list"], vec!["backup", "create", SERVER]] {
+        let refused = aerie_with(&node, &other_config, &args);
+        assert_eq!(refused.status.code(), Some(3), "{args:?}: {refused:?}");
+        assert_eq!(
+            stderr(&refused),
+            format!(
+                "aerie: the daemon at {address} is not trusted: unexpected error: the daemon's \
+                 certificate is not the one in api.ssl.cert (the CLI trusts only that certificate)"
+            ),
+        );
+    }
+}

@@ -101,14 +101,25 @@ impl Daemon {
         url
     }
 
-    /// The failure for a daemon that cannot be reached, naming its address and why.
-    pub fn unreachable(&self, cause: &dyn std::error::Error) -> Failure {
+    /// The failure for a daemon that cannot be reached, naming its address and why (a
+    /// TLS failure says so: the daemon may well run, with another certificate).
+    pub fn unreachable(&self, cause: &(dyn std::error::Error + 'static)) -> Failure {
+        let address = self.base.as_str().trim_end_matches('/');
+        if is_tls_failure(cause) {
+            return Failure::new(
+                Exit::Unreachable,
+                format!(
+                    "the daemon at {address} is not trusted: {} (the CLI trusts only that \
+                     certificate)",
+                    root_cause(cause)
+                ),
+            );
+        }
         Failure::new(
             Exit::Unreachable,
             format!(
-                "no aerie daemon answers at {}: {}; is it running? (its address is api.host \
-                 and api.port in the config)",
-                self.base.as_str().trim_end_matches('/'),
+                "no aerie daemon answers at {address}: {}; is it running? (its address is \
+                 api.host and api.port in the config)",
                 root_cause(cause)
             ),
         )
@@ -202,6 +213,21 @@ pub fn refusal(status: StatusCode, body: &Value) -> Failure {
             format!("the daemon answered {}: {said}", status.as_u16()),
         )
     }
+}
+
+/// Whether `err` or one of its causes is a TLS failure (rustls' error, possibly inside
+/// I/O errors, whose `source()` skips the error they wrap).
+fn is_tls_failure(err: &(dyn std::error::Error + 'static)) -> bool {
+    if err.is::<rustls::Error>() {
+        return true;
+    }
+    let wrapped = err
+        .downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::get_ref);
+    if wrapped.is_some_and(|inner| is_tls_failure(inner)) {
+        return true;
+    }
+    err.source().is_some_and(is_tls_failure)
 }
 
 /// The innermost cause of an error (`Connection refused (os error 111)`), the part that
