@@ -166,7 +166,7 @@ async fn create(
     let request = json!({"adapter": adapter, "uuid": uuid, "ignore": ignore});
     let path = ["api", "servers", server, "backup"];
     daemon.call(Method::POST, &path, Some(&request)).await?;
-    let mut progress = Progress::new(format!("backup {uuid}"), json);
+    let mut progress = Progress::new("backup", &uuid, json);
     while let Some((name, arg)) = events.next().await? {
         let Some(arg) = arg.and_then(|a| serde_json::from_str::<Value>(&a).ok()) else {
             continue;
@@ -230,7 +230,7 @@ async fn restore(
     let request = json!({"truncate_directory": truncate});
     let path = ["api", "servers", server, "backup", backup, "restore"];
     daemon.call(Method::POST, &path, Some(&request)).await?;
-    let mut progress = Progress::new(format!("restore {backup}"), json);
+    let mut progress = Progress::new("restore", backup, json);
     let mut ending: Option<(bool, String)> = None;
     loop {
         let Some((name, arg)) = events.next().await? else {
@@ -294,7 +294,7 @@ async fn verify(daemon: &Daemon, server: &str, backup: &str, json: bool) -> anyh
         Err(failure) if failure.status == Some(StatusCode::CONFLICT.as_u16()) => {}
         Err(failure) => return Err(failure.into()),
     }
-    let mut progress = Progress::new(format!("verify {backup}"), json);
+    let mut progress = Progress::new("verify", backup, json);
     let result = loop {
         let answer = daemon.get(&path).await?;
         if answer["state"] == "done" {

@@ -11,9 +11,14 @@ use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// a line for every event (the daemon sends two a second).
 const LINE_EVERY: Duration = Duration::from_secs(5);
 
-/// The bar's look: what it is about, the bar, bytes done of total, rate, time left.
+/// The bar's look: what it is about, the bar (as wide as the terminal allows), bytes done
+/// of total, rate, time left.
 const BAR_TEMPLATE: &str =
-    "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}";
+    "{msg} [{wide_bar}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}";
+
+/// How many characters of the id the bar shows (a uuid's first group), so that the bar
+/// fits an 80-column terminal.
+const BAR_ID_CHARS: usize = 8;
 
 /// The bar's look while the total is not known yet.
 const SPINNER_TEMPLATE: &str = "{msg} {spinner} {binary_bytes} {binary_bytes_per_sec}";
@@ -36,15 +41,17 @@ enum Style {
 }
 
 impl Progress {
-    /// A display for `label`: silent for `json`, a bar when stdout and stderr are both a
-    /// terminal, else plain lines.
-    pub fn new(label: String, json: bool) -> Self {
+    /// A display for the job `what` (`backup`, `restore`, `verify`) of `id`: silent for
+    /// `json`, a bar when stdout and stderr are both a terminal, else plain lines.
+    pub fn new(what: &str, id: &str, json: bool) -> Self {
+        let label = format!("{what} {id}");
         let style = if json {
             Style::Silent
         } else if std::io::stdout().is_terminal() && std::io::stderr().is_terminal() {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
             bar.set_style(ProgressStyle::with_template(SPINNER_TEMPLATE).expect("a template"));
-            bar.set_message(label.clone());
+            let short: String = id.chars().take(BAR_ID_CHARS).collect();
+            bar.set_message(format!("{what} {short}"));
             Style::Bar(bar)
         } else {
             Style::Lines(None)
