@@ -321,6 +321,37 @@ fn a_backup_that_fails_exits_6_with_its_reason() {
 }
 
 #[test]
+fn a_restore_that_fails_exits_6_with_the_daemons_message() {
+    let mut node = Node::new();
+    server_with_files(&node);
+    // The backup holds 3 MB of file content; a restore may write 1 MB.
+    node.system_extra = "  backups:\n    restore_max_bytes: 1000000\n".to_string();
+    let daemon = node.start();
+    let config = cli_config(&node, &daemon);
+    let created = aerie_with(&node, &config, &["backup", "create", SERVER, "--json"]);
+    let uuid = json_of(&created)["uuid"].as_str().unwrap().to_string();
+
+    let failed = aerie_with(
+        &node,
+        &config,
+        &["backup", "restore", SERVER, &uuid, "--json"],
+    );
+    assert_eq!(failed.status.code(), Some(6), "{failed:?}");
+    let outcome = json_of(&failed);
+    assert_eq!(outcome["outcome"], "failed", "{outcome}");
+    let message = outcome["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Server restoration from local backup failed: ")
+            && message.contains("1000000"),
+        "{message}"
+    );
+    assert_eq!(
+        stderr(&failed),
+        format!("aerie: restore of backup {uuid} failed")
+    );
+}
+
+#[test]
 fn an_unreachable_daemon_exits_3_with_one_line_naming_its_address() {
     let node = Node::new();
     node.write_config();
