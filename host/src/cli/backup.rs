@@ -24,6 +24,11 @@ const VERIFY_POLL: Duration = Duration::from_millis(500);
 /// the backup ended.
 const STATUS_POLL: Duration = Duration::from_millis(500);
 
+/// How long `create` waits for an event before it asks the daemon whether the backup is
+/// still running: a socket that went quiet (a dropped connection the kernel has not noticed)
+/// does not hold the command forever, and a long quiet backup is not failed.
+const IDLE_CHECK: Duration = Duration::from_secs(30);
+
 /// The start of the daemon message that ends a successful restore (`restore/mod.rs`).
 const RESTORE_COMPLETED: &str = "Completed server restoration from ";
 
@@ -167,7 +172,16 @@ async fn create(
     let path = ["api", "servers", server, "backup"];
     daemon.call(Method::POST, &path, Some(&request)).await?;
     let mut progress = Progress::new("backup", &uuid, json);
-    while let Some((name, arg)) = events.next().await? {
+    let status_path = ["api", "servers", server, "backup", &uuid];
+    loop {
+        let next = match tokio::time::timeout(IDLE_CHECK, events.next()).await {
+            Ok(next) => next?,
+            Err(_) if daemon.get(&status_path).await?["state"] == "running" => continue,
+            Err(_) => break,
+        };
+        let Some((name, arg)) = next else {
+            break;
+        };
         let Some(arg) = arg.and_then(|a| serde_json::from_str::<Value>(&a).ok()) else {
             continue;
         };
@@ -186,7 +200,6 @@ async fn create(
     progress.finish();
     // The daemon's record says how it ended; when the socket closed early, it is asked
     // until the backup is no longer running.
-    let status_path = ["api", "servers", server, "backup", &uuid];
     let status = loop {
         let status = daemon.get(&status_path).await?;
         if status["state"] != "running" {

@@ -34,6 +34,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// An authenticated socket on one server's events.
 pub struct Events {
+    /// The socket, authenticated.
     socket: WebSocketStream<Box<dyn Io>>,
     /// The node token, to mint fresh websocket tokens with.
     node_token: String,
