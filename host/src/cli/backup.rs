@@ -175,7 +175,8 @@ async fn create(
     let status_path = ["api", "servers", server, "backup", &uuid];
     loop {
         let next = match tokio::time::timeout(IDLE_CHECK, events.next()).await {
-            Ok(next) => next?,
+            // A socket that failed is one that closed: the daemon's record tells the rest.
+            Ok(next) => next.unwrap_or(None),
             Err(_) if daemon.get(&status_path).await?["state"] == "running" => continue,
             Err(_) => break,
         };
