@@ -249,6 +249,16 @@ fn backup_commands_round_trip_through_the_running_daemon() {
     assert!(!archive.exists());
     let gone = aerie_with(&node, &config, &["backup", "show", &uuid]);
     assert_eq!(gone.status.code(), Some(4), "{gone:?}");
+
+    // The routes behind `list` and `show` want the node token, as every API route does.
+    for path in ["/api/backups".to_string(), format!("/api/backups/{second}")] {
+        let anonymous = daemon
+            .client
+            .get(format!("{}{path}", daemon.base))
+            .send()
+            .unwrap();
+        assert_eq!(anonymous.status(), 401, "{path}");
+    }
 }
 
 #[test]
