@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use abi_stable::{
-    library::{lib_header_from_path, LibraryError},
+    library::{lib_header_from_path, LibraryError, RootModule},
     sabi_trait::TD_Opaque,
     std_types::{RArc, RSlice, RSliceMut, RStr},
 };
@@ -31,6 +31,8 @@ pub trait Logger: Send + Sync + 'static {
 #[derive(Clone, Copy)]
 pub struct AdapterLibrary {
     module: AdapterModule_Ref,
+    /// The aerie-adapter-api version the library was built against.
+    abi_version: &'static str,
 }
 
 /// Why a library could not be loaded, in one line fit for an operator.
@@ -51,10 +53,14 @@ pub fn load_library(path: &Path) -> Result<AdapterLibrary, LoadError> {
     if !path.is_file() {
         return Err(LoadError(format!("no such file: {}", path.display())));
     }
-    let module = lib_header_from_path(path)
-        .and_then(|header| header.init_root_module::<AdapterModule_Ref>())
+    let header = lib_header_from_path(path).map_err(|e| LoadError(summarize(&e)))?;
+    let module = header
+        .init_root_module::<AdapterModule_Ref>()
         .map_err(|e| LoadError(summarize(&e)))?;
-    Ok(AdapterLibrary { module })
+    Ok(AdapterLibrary {
+        module,
+        abi_version: header.version_strings().version.as_str(),
+    })
 }
 
 /// One line for a `LibraryError`, whose `Display` can run to thousands of lines of layout.
@@ -108,7 +114,15 @@ impl AdapterLibrary {
     pub fn linked<A: crate::Adapter>() -> Self {
         Self {
             module: crate::plugin::module::<A>(),
+            abi_version: <AdapterModule_Ref as RootModule>::VERSION_STRINGS
+                .version
+                .as_str(),
         }
+    }
+
+    /// The aerie-adapter-api version the library was built against (e.g. `"1.0.0"`).
+    pub fn abi_version(&self) -> &'static str {
+        self.abi_version
     }
 
     /// The adapter's kind (e.g. `"wings"`).

@@ -121,6 +121,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(restore_backup),
         )
         .route("/api/servers/{server}/backups", get(list_backups))
+        .route("/api/backups", get(list_all_backups))
+        .route("/api/backups/{uuid}", get(find_backup))
         .route("/api/notifications", get(list_notifications))
         .route("/api/notifications/{id}", delete(drop_notification));
     if state.upstream.is_some() {
@@ -357,6 +359,29 @@ async fn list_backups(
         .list(&server.id)
         .map_err(|err| ApiError::internal(format!("{err:#}")))?;
     Ok(Json(list).into_response())
+}
+
+/// `GET /api/backups`: every server's known backups, newest first (an aerie addition, for
+/// `aerie backup list`).
+async fn list_all_backups(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let list = state
+        .backups
+        .list_all()
+        .map_err(|err| ApiError::internal(format!("{err:#}")))?;
+    Ok(Json(list).into_response())
+}
+
+/// `GET /api/backups/{uuid}`: one backup's status, whatever its server (an aerie addition,
+/// for `aerie backup show`).
+async fn find_backup(
+    State(state): State<Arc<AppState>>,
+    BackupPath(uuid): BackupPath,
+) -> Result<Response, ApiError> {
+    match state.backups.find(&uuid) {
+        Ok(Some(status)) => Ok(Json(status).into_response()),
+        Ok(None) => Err(backup_not_found()),
+        Err(err) => Err(ApiError::internal(format!("{err:#}"))),
+    }
 }
 
 /// `GET /api/notifications`: reports the Panel has not accepted yet (an operator's view of

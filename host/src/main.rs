@@ -1,21 +1,26 @@
 //! The `aerie` command: runs the daemon from a config file (or from the embedded default
-//! when there is none), and a few one-off tools for operators.
+//! when there is none), drives the running daemon (`backup ...`), and a few one-off tools
+//! for operators. Each command is one variant here and one function in `cli`.
+
+mod cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use aerie::config::Config;
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 /// A backup daemon for the Pterodactyl Panel that speaks the Wings backup API.
 #[derive(Parser)]
-#[command(version)]
+#[command(version, after_help = cli::exit::EXIT_CODES_HELP)]
 struct Cli {
     /// The config file (Wings' config.yml keys). Without it, ./config.yml if present, else
     /// the embedded default: 127.0.0.1:8080, data under ./aerie-data/, a generated token.
     #[arg(long, short, global = true)]
     config: Option<PathBuf>,
+
+    /// How log lines are written on stderr.
+    #[arg(long, global = true, value_enum, default_value_t)]
+    log_format: cli::logging::LogFormat,
 
     /// What to do; without one, run the daemon.
     #[command(subcommand)]
@@ -26,6 +31,13 @@ struct Cli {
 enum Command {
     /// Check the config and load the adapters, then exit.
     Check,
+    /// Back up, list, show, delete, restore and verify backups through the running daemon
+    /// (at api.host/api.port, with the config's token).
+    #[command(after_help = cli::exit::EXIT_CODES_HELP)]
+    Backup(cli::backup::BackupArgs),
+    /// List the configured adapters: library, kind, adapter-api version, and whether each
+    /// loads and accepts its config (without starting the daemon).
+    Adapters(cli::adapters::AdaptersArgs),
     /// Print a websocket token for a server, signed with the node token as the Panel signs
     /// them (all permissions, valid for 10 minutes).
     WsToken {
@@ -43,110 +55,31 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("AERIE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    cli::logging::init(cli.log_format);
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("aerie: {err:#}");
-            ExitCode::FAILURE
+            ExitCode::from(cli::exit::code_of(&err))
         }
     }
-}
-
-fn load_config(path: Option<PathBuf>, announce: bool) -> anyhow::Result<Config> {
-    let default_file = PathBuf::from("config.yml");
-    Ok(match path {
-        Some(path) => Config::load(&path)?,
-        None if default_file.exists() => Config::load(&default_file)?,
-        None => {
-            let config = Config::embedded()?;
-            if announce {
-                println!(
-                    "aerie: no config file; running on the embedded default (data in ./{}/)",
-                    aerie::config::DEFAULT_DATA_FOLDER
-                );
-                println!("aerie: API token: {}", config.token);
-            }
-            config
-        }
-    })
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let serving = cli.command.is_none();
-    let config = load_config(cli.config, serving)?;
-    let now = aerie::jwt::unix_now();
+    let config = cli::load_config(cli.config, serving)?;
     match cli.command {
         None => tokio::runtime::Runtime::new()?.block_on(aerie::run(config)),
-        Some(Command::Check) => {
-            if config.api.ssl.enabled {
-                aerie::tls::Tls::load(&config.api.ssl)?;
-            }
-            aerie::plugins::Adapters::load(
-                config.plugins.as_deref(),
-                &config.system.backup_directory,
-            )?;
-            println!("aerie: the config and its adapters are good");
-            check_upstream(&config)
-        }
+        Some(Command::Check) => cli::tools::check(&config),
+        Some(Command::Backup(args)) => cli::backup::run(&config, args),
+        Some(Command::Adapters(args)) => cli::adapters::run(&config, args),
         Some(Command::WsToken { server }) => {
-            let claims = serde_json::json!({
-                "iat": now, "nbf": now, "exp": now + 600,
-                "server_uuid": server, "permissions": ["*"],
-            });
-            println!("{}", aerie::jwt::sign(&claims, config.token.as_bytes()));
+            cli::tools::ws_token(&config, &server);
             Ok(())
         }
         Some(Command::DownloadLink { server, backup }) => {
-            let claims = serde_json::json!({
-                "iat": now, "nbf": now, "exp": now + 900,
-                "server_uuid": server, "backup_uuid": backup,
-                "unique_id": uuid::Uuid::new_v4().simple().to_string(),
-            });
-            let token = aerie::jwt::sign(&claims, config.token.as_bytes());
-            let host = match config.api.host.as_str() {
-                "0.0.0.0" | "::" => "127.0.0.1",
-                host => host,
-            };
-            let scheme = if config.api.ssl.enabled {
-                "https"
-            } else {
-                "http"
-            };
-            println!(
-                "{scheme}://{host}:{}/download/backup?token={token}",
-                config.api.port
-            );
-            Ok(())
+            cli::tools::download_link(&config, &server, &backup)
         }
-    }
-}
-
-/// `aerie check` in front of Wings: asks Wings' `/api/system` with the node token, prints
-/// whether it answers, and fails the check when it does not (the Panel would see 502s).
-fn check_upstream(config: &Config) -> anyhow::Result<()> {
-    let Some(upstream) = &config.upstream else {
-        return Ok(());
-    };
-    let wings = std::sync::Arc::new(aerie::upstream::Wings::new(&upstream.url, &config.token));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let answer = runtime.block_on(aerie::upstream::proxy::Proxy::new(wings.clone()).probe());
-    match answer {
-        Ok(version) => {
-            println!("aerie: upstream {} answers: {version}", wings.url);
-            Ok(())
-        }
-        Err(cause) => anyhow::bail!(
-            "upstream.url: Wings at {} does not answer GET /api/system: {cause}",
-            wings.url
-        ),
     }
 }

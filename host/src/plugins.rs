@@ -87,18 +87,8 @@ impl Adapters {
     /// none; `backup_directory` (`system.backup_directory`) is what adapters are told as the
     /// node's default place for backups. Any problem is one line naming the file.
     pub fn load(plugins: Option<&Path>, backup_directory: &Path) -> anyhow::Result<Self> {
-        let host = HostContext {
-            backup_directory: absolute(backup_directory),
-            aerie_version: env!("CARGO_PKG_VERSION").to_string(),
-        };
-        let entries = match plugins {
-            Some(path) => read_plugins_file(path)?,
-            None => vec![PluginEntry {
-                name: "wings".into(),
-                library: bundled_library_dir()?.join(BUNDLED_WINGS_LIBRARY),
-                config: serde_json::Value::Null,
-            }],
-        };
+        let host = host_context(backup_directory);
+        let entries = plugin_entries(plugins)?;
         let source = plugins.map_or_else(
             || "the bundled adapters".to_string(),
             |p| p.display().to_string(),
@@ -147,6 +137,79 @@ impl Adapters {
         }
         Ok(Self { by_name })
     }
+}
+
+/// One configured adapter as `aerie adapters` shows it: loaded and started, or why not.
+#[derive(Debug, serde::Serialize)]
+pub struct AdapterReport {
+    /// The name requests select it by.
+    pub name: String,
+    /// Its library's path.
+    pub library: PathBuf,
+    /// Its kind, when the library loaded.
+    pub kind: Option<String>,
+    /// The aerie-adapter-api version the library was built against, when it loaded.
+    pub abi_version: Option<String>,
+    /// Why the library did not load or the adapter refused its config; `None` when good.
+    pub error: Option<String>,
+}
+
+/// Loads each adapter of the `plugins` file (or the bundled `wings` adapter) as
+/// [`Adapters::load`] does, and says for each whether it loads and accepts its config,
+/// without stopping at the first that does not. A plugins file that cannot be read is
+/// an error.
+pub fn inspect(
+    plugins: Option<&Path>,
+    backup_directory: &Path,
+) -> anyhow::Result<Vec<AdapterReport>> {
+    let host = host_context(backup_directory);
+    let reports = plugin_entries(plugins)?
+        .into_iter()
+        .map(|entry| {
+            let mut report = AdapterReport {
+                name: entry.name.clone(),
+                library: entry.library.clone(),
+                kind: None,
+                abi_version: None,
+                error: None,
+            };
+            let library = match load_library(&entry.library) {
+                Ok(library) => library,
+                Err(e) => {
+                    report.error = Some(e.to_string());
+                    return report;
+                }
+            };
+            report.kind = Some(library.kind());
+            report.abi_version = Some(library.abi_version().to_string());
+            let logger = Arc::new(AdapterLog { name: entry.name });
+            if let Err(e) = library.instantiate(&entry.config, &host, logger) {
+                report.error = Some(format!("{}: {e}", e.kind.name()));
+            }
+            report
+        })
+        .collect();
+    Ok(reports)
+}
+
+/// What adapters are told about the host; `backup_directory` is `system.backup_directory`.
+fn host_context(backup_directory: &Path) -> HostContext {
+    HostContext {
+        backup_directory: absolute(backup_directory),
+        aerie_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+/// The adapters of the `plugins` file, or the bundled `wings` adapter when there is none.
+fn plugin_entries(plugins: Option<&Path>) -> anyhow::Result<Vec<PluginEntry>> {
+    Ok(match plugins {
+        Some(path) => read_plugins_file(path)?,
+        None => vec![PluginEntry {
+            name: "wings".into(),
+            library: bundled_library_dir()?.join(BUNDLED_WINGS_LIBRARY),
+            config: serde_json::Value::Null,
+        }],
+    })
 }
 
 #[cfg(test)]

@@ -385,6 +385,17 @@ impl Registry {
         })
     }
 
+    /// Every server's backups, newest first.
+    pub fn list_all(&self) -> anyhow::Result<Vec<BackupRecord>> {
+        self.with(|c| {
+            let mut statement = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM backups ORDER BY started_at DESC, rowid DESC"
+            ))?;
+            let rows = statement.query_map([], record)?;
+            rows.collect()
+        })
+    }
+
     /// Backups recorded as running: at start-up, the ones a previous run left unfinished.
     pub fn running(&self) -> anyhow::Result<Vec<BackupRecord>> {
         self.with(|c| {

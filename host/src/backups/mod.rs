@@ -298,6 +298,21 @@ impl Backups {
             .collect())
     }
 
+    /// Every server's known backups, newest first (an operator's view, `aerie backup list`).
+    pub fn list_all(&self) -> anyhow::Result<Vec<BackupStatus>> {
+        Ok(self
+            .registry
+            .list_all()?
+            .into_iter()
+            .map(|record| self.describe(record))
+            .collect())
+    }
+
+    /// The status of backup `uuid`, whatever its server, if known.
+    pub fn find(&self, uuid: &str) -> anyhow::Result<Option<BackupStatus>> {
+        Ok(self.registry.get(uuid)?.map(|record| self.describe(record)))
+    }
+
     fn describe(&self, record: BackupRecord) -> BackupStatus {
         let live_bytes = (record.state == State::Running)
             .then(|| {
