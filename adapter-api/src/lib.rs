@@ -109,6 +109,7 @@ pub mod abi;
 mod error;
 mod forward;
 pub mod host;
+mod panic;
 mod plugin;
 mod types;
 

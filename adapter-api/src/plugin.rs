@@ -76,9 +76,10 @@ pub trait Source: Send + 'static {
 }
 
 /// Runs `body`, turning a panic into an [`AdapterError`] instead of letting it reach the
-/// library boundary (where abi_stable would end the whole daemon).
+/// library boundary (where abi_stable would end the whole daemon). The panic's message and
+/// place go to the host's log as an ERROR line, not to stderr.
 pub fn guard<T>(body: impl FnOnce() -> Result<T, AdapterError>) -> RResult<T, AdapterError> {
-    match catch_unwind(AssertUnwindSafe(body)) {
+    match catch_unwind(AssertUnwindSafe(|| crate::panic::logged(body))) {
         Ok(result) => result.into(),
         Err(payload) => {
             let what = payload
