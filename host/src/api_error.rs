@@ -6,6 +6,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use aerie_adapter_api::ErrorKind;
+
 use crate::wings_text;
 
 /// An error answer: a status and Wings' `{"error": "..."}` body.
@@ -36,6 +38,40 @@ impl ApiError {
             StatusCode::INTERNAL_SERVER_ERROR,
             wings_text::UNEXPECTED_ERROR,
         )
+    }
+}
+
+impl ApiError {
+    /// The answer when an adapter's error of `kind` is why a request failed (`cause` names
+    /// the adapter and says what it said; it goes to the log, not to the client):
+    /// NOT_FOUND is Wings' 404, ALREADY_EXISTS a 409, STORAGE_FULL a 507, UNAVAILABLE a 503
+    /// (each with what to do), and every other kind Wings' generic 500.
+    pub fn storage(kind: ErrorKind, cause: impl std::fmt::Display) -> Self {
+        let (status, message) = match kind {
+            ErrorKind::NOT_FOUND => {
+                return Self::new(StatusCode::NOT_FOUND, wings_text::BACKUP_NOT_FOUND)
+            }
+            ErrorKind::ALREADY_EXISTS => (
+                StatusCode::CONFLICT,
+                "A backup with this identifier is already stored on this node.",
+            ),
+            ErrorKind::STORAGE_FULL => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "The backup storage is full; free space there and try again.",
+            ),
+            ErrorKind::UNAVAILABLE => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The backup storage cannot be reached right now; try again in a moment.",
+            ),
+            _ => return Self::internal(cause),
+        };
+        tracing::error!("request failed: {cause}");
+        Self::new(status, message)
+    }
+
+    /// The status and the message, for handlers that answer in their own types.
+    pub fn into_parts(self) -> (StatusCode, String) {
+        (self.status, self.message)
     }
 }
 
