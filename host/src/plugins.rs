@@ -363,3 +363,22 @@ impl Logger for AdapterLog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_storage_error_names_its_adapter_and_its_kind_but_not_other() {
+        let unavailable =
+            AdapterError::new(ErrorKind::UNAVAILABLE, "timed out").with_retryable(true);
+        assert_eq!(
+            StorageError::new("s3", unavailable).to_string(),
+            "adapter \"s3\" (unavailable): timed out"
+        );
+        assert_eq!(
+            StorageError::new("tape", AdapterError::other("jammed")).to_string(),
+            "adapter \"tape\": jammed"
+        );
+    }
+}
