@@ -87,3 +87,53 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_adapter_error_kind_answers_with_its_status_and_words() {
+        let answer = |kind| ApiError::storage(kind, "adapter \"x\": cause").into_parts();
+        assert_eq!(
+            answer(ErrorKind::NOT_FOUND),
+            (
+                StatusCode::NOT_FOUND,
+                wings_text::BACKUP_NOT_FOUND.to_string()
+            )
+        );
+        assert_eq!(answer(ErrorKind::ALREADY_EXISTS).0, StatusCode::CONFLICT);
+        assert_eq!(
+            answer(ErrorKind::STORAGE_FULL),
+            (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "The backup storage is full; free space there and try again.".to_string()
+            )
+        );
+        assert_eq!(
+            answer(ErrorKind::UNAVAILABLE),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The backup storage cannot be reached right now; try again in a moment."
+                    .to_string()
+            )
+        );
+        // The rest are the daemon's or the operator's to fix: Wings' generic 500, the cause
+        // in the log only.
+        for kind in [
+            ErrorKind::OTHER,
+            ErrorKind::INVALID_CONFIG,
+            ErrorKind::PERMISSION_DENIED,
+            ErrorKind(200),
+        ] {
+            assert_eq!(
+                answer(kind),
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    wings_text::UNEXPECTED_ERROR.to_string()
+                ),
+                "{kind:?}"
+            );
+        }
+    }
+}

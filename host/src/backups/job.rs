@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use aerie_adapter_api::host::LoadedAdapter;
 use aerie_adapter_api::{ErrorKind, StoredBackup};
 use anyhow::anyhow;
 
@@ -66,15 +65,14 @@ impl Backups {
         let settings = self.settings;
         let job_reporter = reporter.clone();
         let job_server = server.clone();
-        let job_adapter = adapter.name.clone();
+        let job_adapter = adapter.clone();
         let outcome = adapter
-            .run(move |a| {
+            .run(move |_| {
                 // A panic in the pipeline still ends the job (failed, recorded, reported),
                 // rather than leaving it `running` until the next start.
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     make_backup(
                         &job_adapter,
-                        a,
                         &job_server,
                         &request,
                         &root,
@@ -137,8 +135,7 @@ impl Backups {
 /// The whole backup on a blocking thread: measure the tree, open the sink, stream the
 /// archive into it, then finish it, or abort it on any error so nothing partial is left.
 fn make_backup(
-    adapter_name: &str,
-    adapter: &LoadedAdapter,
+    adapter: &Adapter,
     server: &str,
     request: &BackupRequest,
     root: &std::path::Path,
@@ -154,13 +151,13 @@ fn make_backup(
     progress.bytes_total.store(total, Ordering::Relaxed);
     // The first event, at once: a progress bar appears with its honest total.
     reporter.publish();
-    let mut sink = retrying(adapter_name, "begin_backup", || {
-        adapter.begin_backup(server, &request.uuid)
+    let mut sink = retrying(&adapter.name, "begin_backup", || {
+        adapter.blocking().begin_backup(server, &request.uuid)
     })
     .map_err(|e| {
         anyhow!(
             "storage could not start the backup: {}",
-            StorageError::new(adapter_name, e)
+            StorageError::new(&adapter.name, e)
         )
     })?;
     let written = match archive::write_archive(root, &rules, settings, &mut sink, progress, cancel)
@@ -187,7 +184,7 @@ fn make_backup(
         } else {
             anyhow!(
                 "storage could not complete the backup: {}",
-                StorageError::new(adapter_name, e)
+                StorageError::new(&adapter.name, e)
             )
         }
     })?;
