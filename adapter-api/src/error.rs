@@ -4,7 +4,8 @@ use std::fmt;
 
 use abi_stable::{std_types::RString, StableAbi};
 
-/// What went wrong, as a stable code the host can map to an HTTP status or a retry decision.
+/// What went wrong, as a stable code the host maps to an HTTP status and a failure reason
+/// (the table is in the [guide](crate::guide#errors-and-what-the-host-does-with-each)).
 ///
 /// A newtype over `u8` rather than an enum: new kinds can be added in a minor version without
 /// breaking adapters built earlier (an unknown code reads as [`ErrorKind::OTHER`]'s meaning).
@@ -13,19 +14,25 @@ use abi_stable::{std_types::RString, StableAbi};
 pub struct ErrorKind(pub u8);
 
 impl ErrorKind {
-    /// Anything not covered by a more precise kind.
+    /// Anything not covered by a more precise kind. The host: 500 for a request.
     pub const OTHER: Self = Self(0);
-    /// The backup (or the object behind it) does not exist.
+    /// The backup (or the object behind it) does not exist. The host: Wings' 404; from
+    /// `stat` before a backup, the backup may start; when looking a backup up, the next
+    /// adapter is asked.
     pub const NOT_FOUND: Self = Self(1);
-    /// A backup with this identity is already stored.
+    /// A backup with this identity is already stored. The host: 409.
     pub const ALREADY_EXISTS: Self = Self(2);
-    /// The adapter's configuration is unusable; the message names the key.
+    /// The adapter's configuration is unusable; the message names the key. The host: from
+    /// `new`, start-up stops with the message; later, 500.
     pub const INVALID_CONFIG: Self = Self(3);
-    /// The storage has no room left (ENOSPC, a quota).
+    /// The storage has no room left (ENOSPC, a quota). The host: 507; a backup's failure
+    /// reason says the storage is full first.
     pub const STORAGE_FULL: Self = Self(4);
-    /// The storage cannot be reached right now (network, server down).
+    /// The storage cannot be reached right now (network, server down); usually with
+    /// `retryable`. The host: 503, saying to try again.
     pub const UNAVAILABLE: Self = Self(5);
-    /// The storage refused access (file permissions, credentials).
+    /// The storage refused access (file permissions, credentials). The host: 500 (the
+    /// operator's to fix), the kind named in the log.
     pub const PERMISSION_DENIED: Self = Self(6);
 
     /// A short lowercase name, for logs and error messages.
@@ -55,9 +62,12 @@ impl fmt::Debug for ErrorKind {
 pub struct AdapterError {
     /// The stable code the host acts on.
     pub kind: ErrorKind,
-    /// True when the same call may succeed later (a timeout, a 503).
+    /// True when the same call may succeed later (a timeout, a 503). The host retries a
+    /// retryable `begin_backup`, `stat` or `open` a few times with growing pauses; it never
+    /// retries writes, `finish`, `abort`, `delete` or `list`.
     pub retryable: bool,
-    /// What went wrong, in words.
+    /// What went wrong, in words: one clause saying what failed and where, without the
+    /// adapter's name (the host adds it).
     pub message: RString,
 }
 

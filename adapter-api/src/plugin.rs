@@ -22,10 +22,13 @@ use crate::forward::forwarding_dispatch;
 use crate::types::{BackupInfo, HostContext, StoredBackup};
 
 /// A place where backups live. Implement this (plus [`Sink`] and [`Source`]) and export it
-/// with [`export_adapter!`](crate::export_adapter).
+/// with [`export_adapter!`](crate::export_adapter). When the host calls each method and what
+/// it does with the answer: the [guide](crate::guide#lifecycle-of-every-method).
 ///
 /// The host calls every method from a blocking thread, never from inside an async runtime,
-/// so methods may block; an adapter that needs async I/O runs its own runtime.
+/// so methods may block; an adapter that needs async I/O runs its own runtime. Several calls
+/// may run at once from different threads. `server` and `backup` always have the shapes the
+/// [guide](crate::guide#identifiers-the-host-guarantees) gives: safe as path segments.
 pub trait Adapter: Send + Sync + Sized + 'static {
     /// The adapter's kind, e.g. `"s3"`, shown in the host's logs.
     const KIND: &'static str;
@@ -34,8 +37,9 @@ pub trait Adapter: Send + Sync + Sized + 'static {
     /// The reader of one stored backup.
     type Source: Source;
 
-    /// Builds the adapter from the `config` mapping of its entry in the plugins file. A bad
-    /// value is an [`AdapterError::invalid_config`] naming the key.
+    /// Builds the adapter from the `config` mapping of its entry in the plugins file (`null`
+    /// when the entry has none). A bad value is an [`AdapterError::invalid_config`] naming
+    /// the key.
     fn new(config: serde_json::Value, host: &HostContext) -> Result<Self, AdapterError>;
 
     /// Starts storing backup `backup` of server `server`. The backup must not become visible
@@ -43,19 +47,22 @@ pub trait Adapter: Send + Sync + Sized + 'static {
     fn begin_backup(&self, server: &str, backup: &str) -> Result<Self::Sink, AdapterError>;
 
     /// Opens a stored backup for reading from byte `offset`; `NOT_FOUND` if there is none.
+    /// An `offset` at or past the end gives a source whose first read returns 0.
     fn open(&self, server: &str, backup: &str, offset: u64) -> Result<Self::Source, AdapterError>;
 
-    /// Describes a stored backup; `NOT_FOUND` if there is none.
+    /// Describes a stored backup; `NOT_FOUND` if there is none. Its `size` must equal the
+    /// bytes `open` reads from offset 0.
     fn stat(&self, server: &str, backup: &str) -> Result<BackupInfo, AdapterError>;
 
-    /// The stored backups of `server` (or all, if the storage does not record servers).
+    /// The stored backups of `server` (or all, with `server: None`, if the storage does not
+    /// record servers), in any order; the host merges them into its own list.
     fn list(&self, server: &str) -> Result<Vec<BackupInfo>, AdapterError>;
 
     /// Deletes a stored backup; `NOT_FOUND` if there is none.
     fn delete(&self, server: &str, backup: &str) -> Result<(), AdapterError>;
 
     /// Removes what an unfinished backup left behind (after a crash); succeeds when there is
-    /// nothing to remove.
+    /// nothing to remove. Never deletes a finished backup.
     fn discard_incomplete(&self, server: &str, backup: &str) -> Result<(), AdapterError>;
 }
 
@@ -64,6 +71,7 @@ pub trait Sink: Send + 'static {
     /// Appends bytes (about 1 MiB at a time).
     fn write(&mut self, bytes: &[u8]) -> Result<(), AdapterError>;
     /// Makes the whole archive durable and visible; `sha1` (hex) and `size` describe it.
+    /// The host does not call `abort` after a failed `finish`: clean up before returning.
     fn finish(self, sha1: &str, size: u64) -> Result<StoredBackup, AdapterError>;
     /// Discards everything written, leaving nothing behind.
     fn abort(self) -> Result<(), AdapterError>;
@@ -76,9 +84,10 @@ pub trait Source: Send + 'static {
 }
 
 /// Runs `body`, turning a panic into an [`AdapterError`] instead of letting it reach the
-/// library boundary (where abi_stable would end the whole daemon).
+/// library boundary (where abi_stable would end the whole daemon). The panic's message and
+/// place go to the host's log as an ERROR line, not to stderr.
 pub fn guard<T>(body: impl FnOnce() -> Result<T, AdapterError>) -> RResult<T, AdapterError> {
-    match catch_unwind(AssertUnwindSafe(body)) {
+    match catch_unwind(AssertUnwindSafe(|| crate::panic::logged(body))) {
         Ok(result) => result.into(),
         Err(payload) => {
             let what = payload

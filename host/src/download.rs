@@ -7,11 +7,13 @@
 use std::io::Read;
 use std::sync::Arc;
 
+use aerie_adapter_api::ErrorKind;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
 
+use crate::api_error::ApiError;
 use crate::backups::Backups;
 use crate::ids::{BackupId, ServerId};
 use crate::jwt::{self, unix_now, DownloadClaims, JwtError};
@@ -60,6 +62,18 @@ fn unreadable() -> Refusal {
         StatusCode::INTERNAL_SERVER_ERROR,
         "The backup could not be read.",
     )
+}
+
+/// The refusal when an adapter's error of `kind` stops a download: the status the kind
+/// means (see [`ApiError::storage`]), and for the kinds that mean a 500, that the backup
+/// could not be read. `cause` goes to the log.
+fn storage_refusal(kind: ErrorKind, cause: String) -> Refusal {
+    let (status, message) = ApiError::storage(kind, cause).into_parts();
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        unreadable()
+    } else {
+        (status, message)
+    }
 }
 
 fn registry_failed(err: anyhow::Error) -> Refusal {
@@ -131,10 +145,11 @@ impl Downloads {
             tracing::warn!(backup = %backup, server = %server, "a used download link was presented again");
             return Err(already_used());
         }
-        let located = self.backups.locate(server, backup).await.map_err(|e| {
-            tracing::error!("cannot look the backup up: {e:#}");
-            unreadable()
-        })?;
+        let located = self
+            .backups
+            .locate(server, backup, None)
+            .await
+            .map_err(|e| storage_refusal(e.kind(), format!("cannot look the backup up: {e}")))?;
         let Some((adapter, info)) = located else {
             return Err(refuse(StatusCode::NOT_FOUND, wings_text::BACKUP_NOT_FOUND));
         };
@@ -164,19 +179,17 @@ impl Downloads {
         {
             return Err(already_used());
         }
-        let (server_id, backup_id) = (server.to_string(), backup.to_string());
-        let source = match adapter
-            .run(move |a| a.open(&server_id, &backup_id, offset))
-            .await
-        {
+        let source = match adapter.open(server, backup, offset).await {
             Ok(source) => source,
             Err(e) => {
-                tracing::error!(backup = %backup, server = %server, "cannot open the backup for download: {e}");
                 // The link was not used: give it back so that the user can try again.
                 self.registry
                     .release_download_id(unique_id)
                     .map_err(registry_failed)?;
-                return Err(unreadable());
+                return Err(storage_refusal(
+                    e.kind(),
+                    format!("cannot open backup {backup} of server {server} for download: {e}"),
+                ));
             }
         };
         tracing::info!(backup = %backup, offset, length, "download started");

@@ -18,11 +18,12 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 pub use crate::api_error::ApiError;
-use crate::backups::{BackupRequest, Backups, StartError};
+use crate::backups::{BackupRequest, Backups, LocateError, StartError};
 use crate::download::Downloads;
 use crate::events::{websocket, EventBus};
 use crate::ids::{BackupId, ServerId};
 use crate::locks::ServerLocks;
+use crate::plugins::StorageError;
 use crate::registry::Registry;
 use crate::restore::{RestoreError, RestoreRequest, Restores};
 use crate::serve::ConnectionSlot;
@@ -80,6 +81,7 @@ impl From<StartError> for ApiError {
         let status = match err {
             StartError::UnknownAdapter(_) => StatusCode::BAD_REQUEST,
             StartError::Conflict(..) | StartError::Restoring => StatusCode::CONFLICT,
+            StartError::Storage(err) => return ApiError::storage(err.kind(), err),
             StartError::Internal(_) => return ApiError::internal(err),
         };
         ApiError::new(status, err.to_string())
@@ -92,10 +94,23 @@ impl From<RestoreError> for ApiError {
             RestoreError::Busy(_) => StatusCode::CONFLICT,
             RestoreError::BackupNotFound => StatusCode::NOT_FOUND,
             RestoreError::Source(_) => StatusCode::BAD_REQUEST,
+            RestoreError::Storage(err) => return ApiError::storage(err.kind(), err),
             RestoreError::Internal(_) => return ApiError::internal(err),
         };
         ApiError::new(status, err.to_string())
     }
+}
+
+/// The answer for a request that failed on `err`: by the adapter's error kind when an
+/// adapter's error is the cause (see [`ApiError::storage`]), else Wings' generic 500.
+fn failed(err: anyhow::Error) -> ApiError {
+    if let Some(storage) = err.downcast_ref::<StorageError>() {
+        return ApiError::storage(storage.kind(), storage);
+    }
+    if let Some(locate) = err.downcast_ref::<LocateError>() {
+        return ApiError::storage(locate.kind(), locate);
+    }
+    ApiError::internal(format!("{err:#}"))
 }
 
 fn backup_not_found() -> ApiError {
@@ -294,7 +309,7 @@ async fn delete_backup(
     match state.backups.delete(&server.id, &uuid).await {
         Ok(true) => Ok(StatusCode::NO_CONTENT),
         Ok(false) => Err(backup_not_found()),
-        Err(err) => Err(ApiError::internal(format!("{err:#}"))),
+        Err(err) => Err(failed(err)),
     }
 }
 
@@ -349,7 +364,8 @@ async fn backup_status(
     }
 }
 
-/// `GET /api/servers/{server}/backups`: the server's known backups, newest first.
+/// `GET /api/servers/{server}/backups`: the server's backups, the registry's merged with
+/// what the adapters hold, newest first (see [`Backups::list`]).
 async fn list_backups(
     State(state): State<Arc<AppState>>,
     server: ExistingServer,
@@ -357,6 +373,7 @@ async fn list_backups(
     let list = state
         .backups
         .list(&server.id)
+        .await
         .map_err(|err| ApiError::internal(format!("{err:#}")))?;
     Ok(Json(list).into_response())
 }

@@ -1,15 +1,17 @@
 //! Adapter plugins: reading the plugins file, loading each library by its path, and the
 //! async facade through which the rest of the daemon calls an adapter (every call runs on a
-//! blocking thread, inside the caller's tracing span).
+//! blocking thread, inside the caller's tracing span), with the bounded retry of a
+//! retryable read-only call and the error that names which adapter failed how.
 
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use aerie_adapter_api::abi::LogLevel;
-use aerie_adapter_api::host::{load_library, AdapterLibrary, LoadedAdapter, Logger};
-use aerie_adapter_api::HostContext;
+use aerie_adapter_api::host::{load_library, AdapterLibrary, LoadedAdapter, Logger, SourceHandle};
+use aerie_adapter_api::{AdapterError, BackupInfo, ErrorKind, HostContext};
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
@@ -65,11 +67,111 @@ impl Adapter {
     pub fn blocking(&self) -> &LoadedAdapter {
         &self.instance
     }
+
+    /// `stat` of backup `backup` of `server`, retried while retryable (see [`retrying`]).
+    pub async fn stat(&self, server: &str, backup: &str) -> Result<BackupInfo, StorageError> {
+        let (name, s, b) = (self.name.clone(), server.to_string(), backup.to_string());
+        self.run(move |a| retrying(&name, "stat", || a.stat(&s, &b)))
+            .await
+            .map_err(|e| StorageError::new(&self.name, e))
+    }
+
+    /// `open` of backup `backup` of `server` from byte `offset`, retried while retryable.
+    pub async fn open(
+        &self,
+        server: &str,
+        backup: &str,
+        offset: u64,
+    ) -> Result<SourceHandle, StorageError> {
+        let (name, s, b) = (self.name.clone(), server.to_string(), backup.to_string());
+        self.run(move |a| retrying(&name, "open", || a.open(&s, &b, offset)))
+            .await
+            .map_err(|e| StorageError::new(&self.name, e))
+    }
 }
 
-/// Every configured adapter, by name.
+/// How many times in all a retryable `begin_backup`, `stat` or `open` is tried: enough to
+/// ride out a blip of a second or two (a throttled S3 request, a reconnect), few enough that
+/// a request waiting on it answers within a few seconds.
+pub const RETRY_ATTEMPTS: u32 = 4;
+
+/// The pause before the first retry, doubled before each next one (0.25 s, 0.5 s, 1 s: under
+/// 2 s of waiting in all, well inside any client's request timeout).
+const RETRY_FIRST_PAUSE: Duration = Duration::from_millis(250);
+
+/// An adapter's error, with the adapter's name: what the host logs, reports and maps to an
+/// HTTP status by its kind.
+#[derive(Debug, Clone)]
+pub struct StorageError {
+    /// The name of the adapter that failed.
+    pub adapter: String,
+    /// What it said.
+    pub error: AdapterError,
+}
+
+impl StorageError {
+    /// `error` from the adapter named `adapter`.
+    pub fn new(adapter: &str, error: AdapterError) -> Self {
+        Self {
+            adapter: adapter.to_string(),
+            error,
+        }
+    }
+
+    /// The error's kind.
+    pub fn kind(&self) -> ErrorKind {
+        self.error.kind
+    }
+}
+
+impl std::fmt::Display for StorageError {
+    /// `adapter "s3" (unavailable): <message>`; the kind is left out when it is OTHER.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "adapter {:?}", self.adapter)?;
+        if self.error.kind != ErrorKind::OTHER {
+            write!(f, " ({})", self.error.kind.name())?;
+        }
+        write!(f, ": {}", self.error.message)
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+/// Runs `call` (a `begin_backup`, `stat` or `open` of adapter `adapter`: calls that change
+/// nothing when they fail) until it succeeds, fails without `retryable`, or has been tried
+/// [`RETRY_ATTEMPTS`] times, pausing longer before each retry. Blocks: run it on a blocking
+/// thread. Writes are never retried this way: a sink's bytes cannot be sent twice.
+pub fn retrying<T>(
+    adapter: &str,
+    what: &str,
+    mut call: impl FnMut() -> Result<T, AdapterError>,
+) -> Result<T, AdapterError> {
+    let mut pause = RETRY_FIRST_PAUSE;
+    let mut attempt = 1;
+    loop {
+        match call() {
+            Err(err) if err.retryable && attempt < RETRY_ATTEMPTS => {
+                tracing::warn!(
+                    adapter,
+                    kind = err.kind.name(),
+                    attempt,
+                    "{what} failed and may succeed if tried again; retrying in {} ms: {err}",
+                    pause.as_millis()
+                );
+                std::thread::sleep(pause);
+                pause *= 2;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Every configured adapter, by name and in the plugins file's order.
 pub struct Adapters {
     by_name: HashMap<String, Arc<Adapter>>,
+    /// The same adapters, in the order the plugins file lists them.
+    in_order: Vec<Arc<Adapter>>,
 }
 
 impl Adapters {
@@ -78,9 +180,19 @@ impl Adapters {
         self.by_name.get(name).cloned()
     }
 
-    /// All adapters.
+    /// All adapters, in the plugins file's order (the order they are asked in when any may
+    /// hold a backup).
     pub fn all(&self) -> impl Iterator<Item = &Arc<Adapter>> {
-        self.by_name.values()
+        self.in_order.iter()
+    }
+
+    /// The adapters `in_order`, indexed by name too.
+    fn from_ordered(in_order: Vec<Arc<Adapter>>) -> Self {
+        let by_name = in_order
+            .iter()
+            .map(|adapter| (adapter.name.clone(), adapter.clone()))
+            .collect();
+        Self { by_name, in_order }
     }
 
     /// Loads the adapters of the `plugins` file, or the bundled `wings` adapter when there is
@@ -94,9 +206,9 @@ impl Adapters {
             |p| p.display().to_string(),
         );
         let mut libraries: HashMap<PathBuf, AdapterLibrary> = HashMap::new();
-        let mut by_name = HashMap::new();
+        let mut in_order: Vec<Arc<Adapter>> = Vec::new();
         for entry in entries {
-            if by_name.contains_key(&entry.name) {
+            if in_order.iter().any(|a| a.name == entry.name) {
                 bail!("{source}: the adapter name {:?} is used twice", entry.name);
             }
             let library = match libraries.get(&entry.library) {
@@ -133,9 +245,9 @@ impl Adapters {
                 kind,
                 instance: Arc::new(instance),
             };
-            by_name.insert(entry.name, Arc::new(adapter));
+            in_order.push(Arc::new(adapter));
         }
-        Ok(Self { by_name })
+        Ok(Self::from_ordered(in_order))
     }
 }
 
@@ -220,7 +332,7 @@ impl Adapters {
         entries: Vec<(&str, AdapterLibrary, serde_json::Value)>,
         host: &HostContext,
     ) -> Self {
-        let by_name = entries
+        let in_order = entries
             .into_iter()
             .map(|(name, library, config)| {
                 let logger = Arc::new(AdapterLog { name: name.into() });
@@ -232,10 +344,10 @@ impl Adapters {
                     kind: library.kind(),
                     instance: Arc::new(instance),
                 };
-                (name.to_string(), Arc::new(adapter))
+                Arc::new(adapter)
             })
             .collect();
-        Self { by_name }
+        Self::from_ordered(in_order)
     }
 }
 
@@ -312,5 +424,24 @@ impl Logger for AdapterLog {
             }
             _ => tracing::trace!(target: "adapter", adapter, from = target, "{message}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_storage_error_names_its_adapter_and_its_kind_but_not_other() {
+        let unavailable =
+            AdapterError::new(ErrorKind::UNAVAILABLE, "timed out").with_retryable(true);
+        assert_eq!(
+            StorageError::new("s3", unavailable).to_string(),
+            "adapter \"s3\" (unavailable): timed out"
+        );
+        assert_eq!(
+            StorageError::new("tape", AdapterError::other("jammed")).to_string(),
+            "adapter \"tape\": jammed"
+        );
     }
 }

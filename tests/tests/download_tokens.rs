@@ -122,13 +122,14 @@ fn a_link_whose_backup_cannot_be_opened_stays_good_for_a_retry() {
     let stored = std::fs::read(store.join(format!("{uuid}.tar.gz"))).unwrap();
     let token = download_token(&node, &uuid, "survives-an-outage", -300);
 
-    // The storage is down when the link is first used.
+    // The storage is down when the link is first used (retryable UNAVAILABLE, tried a few
+    // times): a 503 that says to try again.
     let outage = store.join(format!("{uuid}.fail-open"));
     std::fs::write(&outage, b"").unwrap();
     assert_refused(
         fetch(&daemon, Method::GET, &token),
-        500,
-        "The backup could not be read.",
+        503,
+        "The backup storage cannot be reached right now; try again in a moment.",
     );
     std::fs::remove_file(&outage).unwrap();
 

@@ -84,6 +84,24 @@ fn a_panicking_adapter_fails_the_backup_and_the_daemon_lives_on() {
         status["error"].as_str().unwrap().contains("panicked"),
         "{status}"
     );
+    // The panic's message is a line of the daemon's log (its stderr), tagged with the
+    // adapter and inside the backup's span; the library's default hook printed nothing.
+    let log = daemon.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("the adapter panicked: fixture told to panic after"))
+        .unwrap_or_else(|| panic!("no log line with the panic:\n{log}"));
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(line.contains("adapter=\"panicky\""), "{line}");
+    assert!(line.contains(&format!("backup={uuid}")), "{line}");
+    assert!(
+        !log.contains("panicked at"),
+        "a raw panic message on stderr:\n{log}"
+    );
+    assert!(
+        !log.contains("RUST_BACKTRACE"),
+        "a raw panic message on stderr:\n{log}"
+    );
     // Still serving, and the other adapter still works.
     let next = new_uuid();
     daemon.start_backup(SERVER, "wings", &next, "");

@@ -81,12 +81,17 @@ impl<'a> ArchiveOutput<'a> {
 }
 
 /// A sink's error as an I/O error; a full storage keeps its kind (`StorageFull`), so that
-/// the backup's error can say so first, whatever the archive was doing when it happened.
+/// the backup's error can say so first, whatever the archive was doing when it happened;
+/// any other kind but OTHER is named in the message (`storage (unavailable): ...`).
 fn storage_error(err: AdapterError) -> io::Error {
     if err.kind == ErrorKind::STORAGE_FULL {
         io::Error::new(io::ErrorKind::StorageFull, err.message.to_string())
     } else {
-        io::Error::other(format!("storage: {err}"))
+        let kind = match err.kind {
+            ErrorKind::OTHER => String::new(),
+            kind => format!(" ({})", kind.name()),
+        };
+        io::Error::other(format!("storage{kind}: {err}"))
     }
 }
 

@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use aerie_adapter_api::host::LoadedAdapter;
 use aerie_adapter_api::{ErrorKind, StoredBackup};
 use anyhow::anyhow;
 
@@ -16,7 +15,7 @@ use super::{BackupRequest, Backups};
 use crate::archive::{self, ArchiveSettings, IgnoreRules, Progress, ServerDir, Written};
 use crate::events::{self, reports};
 use crate::locks::ServerGuard;
-use crate::plugins::Adapter;
+use crate::plugins::{retrying, Adapter, StorageError};
 use crate::tasks::CancellationToken;
 
 /// Everything one backup job works with.
@@ -66,13 +65,14 @@ impl Backups {
         let settings = self.settings;
         let job_reporter = reporter.clone();
         let job_server = server.clone();
+        let job_adapter = adapter.clone();
         let outcome = adapter
-            .run(move |a| {
+            .run(move |_| {
                 // A panic in the pipeline still ends the job (failed, recorded, reported),
                 // rather than leaving it `running` until the next start.
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     make_backup(
-                        a,
+                        &job_adapter,
                         &job_server,
                         &request,
                         &root,
@@ -135,7 +135,7 @@ impl Backups {
 /// The whole backup on a blocking thread: measure the tree, open the sink, stream the
 /// archive into it, then finish it, or abort it on any error so nothing partial is left.
 fn make_backup(
-    adapter: &LoadedAdapter,
+    adapter: &Adapter,
     server: &str,
     request: &BackupRequest,
     root: &std::path::Path,
@@ -151,9 +151,15 @@ fn make_backup(
     progress.bytes_total.store(total, Ordering::Relaxed);
     // The first event, at once: a progress bar appears with its honest total.
     reporter.publish();
-    let mut sink = adapter
-        .begin_backup(server, &request.uuid)
-        .map_err(|e| anyhow!("storage could not start the backup: {e}"))?;
+    let mut sink = retrying(&adapter.name, "begin_backup", || {
+        adapter.blocking().begin_backup(server, &request.uuid)
+    })
+    .map_err(|e| {
+        anyhow!(
+            "storage could not start the backup: {}",
+            StorageError::new(&adapter.name, e)
+        )
+    })?;
     let written = match archive::write_archive(root, &rules, settings, &mut sink, progress, cancel)
     {
         Ok(written) => written,
@@ -176,7 +182,10 @@ fn make_backup(
         if e.kind == ErrorKind::STORAGE_FULL {
             storage_full(&e)
         } else {
-            anyhow!("storage could not complete the backup: {e}")
+            anyhow!(
+                "storage could not complete the backup: {}",
+                StorageError::new(&adapter.name, e)
+            )
         }
     })?;
     Ok((written, stored))

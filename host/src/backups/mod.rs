@@ -24,7 +24,7 @@ use crate::events::reports::{self, Report};
 use crate::events::EventBus;
 use crate::ids::{BackupId, ServerId};
 use crate::locks::ServerLocks;
-use crate::plugins::{Adapter, Adapters};
+use crate::plugins::{Adapter, Adapters, StorageError};
 use crate::registry::{BackupRecord, NewNotification, Registry, ReserveError, State};
 use crate::tasks::{CancellationToken, TaskGroup};
 use job::Job;
@@ -53,9 +53,54 @@ pub enum StartError {
     /// The server is being restored.
     #[error("This server is being restored; try again when the restore is done.")]
     Restoring,
+    /// The adapter could not say whether the backup is stored already.
+    #[error("{0}")]
+    Storage(StorageError),
     /// Something on this side failed.
     #[error("The backup could not be started: {0}")]
     Internal(String),
+}
+
+/// Why [`Backups::locate`] could not tell where a backup is.
+#[derive(Debug, thiserror::Error)]
+pub enum LocateError {
+    /// The registry could not be read.
+    #[error("the registry: {0:#}")]
+    Registry(anyhow::Error),
+    /// No adapter found it, and these adapters (of the `asked`) failed to answer.
+    #[error("{}", describe_failures(failures, *asked))]
+    Storage {
+        /// Each failure, in the order the adapters were asked.
+        failures: Vec<StorageError>,
+        /// How many adapters were asked in all.
+        asked: usize,
+    },
+}
+
+impl LocateError {
+    /// The kind the request's answer follows: the first failing adapter's (a registry failure
+    /// is OTHER, a 500).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Registry(_) => ErrorKind::OTHER,
+            Self::Storage { failures, .. } => failures
+                .first()
+                .map_or(ErrorKind::OTHER, StorageError::kind),
+        }
+    }
+}
+
+fn describe_failures(failures: &[StorageError], asked: usize) -> String {
+    let each: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    if failures.len() == asked {
+        each.join("; ")
+    } else {
+        format!(
+            "no adapter that answered holds the backup, and {} could not be asked: {}",
+            failures.len(),
+            each.join("; ")
+        )
+    }
 }
 
 /// A backup's status, as `GET /api/servers/{server}/backup/{uuid}` shows it.
@@ -72,6 +117,36 @@ pub struct BackupStatus {
     error: Option<String>,
     started_at: String,
     finished_at: Option<String>,
+}
+
+/// The status of an archive that only adapter `adapter`'s storage knows: stored whole, with
+/// what the storage records (its SHA-1 when it keeps one, its size, when it was stored).
+fn stored_only(adapter: &str, server: &str, info: BackupInfo) -> BackupStatus {
+    let stored_at = time::OffsetDateTime::from_unix_timestamp(info.created_unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
+    BackupStatus {
+        uuid: info.backup,
+        server: server.to_string(),
+        adapter: adapter.to_string(),
+        state: State::Completed,
+        checksum: info.sha1,
+        checksum_type: "sha1",
+        size: Some(info.size),
+        bytes_done: info.size,
+        error: None,
+        started_at: stored_at.clone(),
+        finished_at: Some(stored_at),
+    }
+}
+
+/// An RFC 3339 time as a comparable instant; an unreadable one sorts as the oldest.
+fn parse_time(text: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
 }
 
 /// A backup being made now.
@@ -158,10 +233,10 @@ impl Backups {
             .adapters
             .get(&request.adapter)
             .ok_or_else(|| StartError::UnknownAdapter(request.adapter.clone()))?;
-        let (uuid, owner) = (request.uuid.clone(), server.to_string());
-        let stored = adapter.run(move |a| a.stat(&owner, &uuid)).await;
-        if stored.is_ok() {
-            return Err(StartError::Conflict(request.uuid, "stored"));
+        match adapter.stat(server, &request.uuid).await {
+            Ok(_) => return Err(StartError::Conflict(request.uuid, "stored")),
+            Err(err) if err.kind() == ErrorKind::NOT_FOUND => {}
+            Err(err) => return Err(StartError::Storage(err)),
         }
         // Held from here until the job is a tracked task: a shutdown that begins meanwhile
         // still waits for this job to end and record how.
@@ -213,29 +288,50 @@ impl Backups {
         Ok(())
     }
 
-    /// Where backup `uuid` of `server` is stored: the adapter the registry recorded, or,
-    /// for a backup the registry never saw (an archive copied over from a Wings node), any
-    /// adapter that holds it.
+    /// Where backup `uuid` of `server` is stored: the adapter the registry recorded; for a
+    /// backup the registry never saw (an archive copied over from a Wings node), the adapter
+    /// the request `named` (only it, when it is loaded), else every adapter in the plugins
+    /// file's order until one holds it. An
+    /// adapter that fails (other than NOT_FOUND) is logged and skipped, so it never hides
+    /// another's backup; the error says so only when no adapter found the backup.
     pub async fn locate(
         &self,
         server: &str,
         uuid: &str,
-    ) -> anyhow::Result<Option<(Arc<Adapter>, BackupInfo)>> {
-        let candidates: Vec<Arc<Adapter>> = match self.registry.get(uuid)? {
+        named: Option<&str>,
+    ) -> Result<Option<(Arc<Adapter>, BackupInfo)>, LocateError> {
+        let record = self.registry.get(uuid).map_err(LocateError::Registry)?;
+        let candidates: Vec<Arc<Adapter>> = match record {
             // The registry ties a backup to its server: another server's id finds nothing.
             Some(record) if record.server != server => return Ok(None),
             Some(record) => self.adapters.get(&record.adapter).into_iter().collect(),
-            None => self.adapters.all().cloned().collect(),
+            None => match named.and_then(|name| self.adapters.get(name)) {
+                Some(adapter) => vec![adapter],
+                None => self.adapters.all().cloned().collect(),
+            },
         };
+        let asked = candidates.len();
+        let mut failures = Vec::new();
         for adapter in candidates {
-            let (s, u) = (server.to_string(), uuid.to_string());
-            match adapter.run(move |a| a.stat(&s, &u)).await {
-                Ok(info) => return Ok(Some((adapter, info))),
-                Err(err) if err.kind == ErrorKind::NOT_FOUND => continue,
-                Err(err) => anyhow::bail!("adapter {}: {err}", adapter.name),
+            match adapter.stat(server, uuid).await {
+                Ok(info) => {
+                    if !failures.is_empty() {
+                        tracing::info!(adapter = %adapter.name, "found the backup despite the failures above");
+                    }
+                    return Ok(Some((adapter, info)));
+                }
+                Err(err) if err.kind() == ErrorKind::NOT_FOUND => continue,
+                Err(err) => {
+                    tracing::warn!(adapter = %adapter.name, kind = err.kind().name(), backup = %uuid, server = %server, "cannot ask this adapter for the backup: {err}");
+                    failures.push(err);
+                }
             }
         }
-        Ok(None)
+        if failures.is_empty() {
+            Ok(None)
+        } else {
+            Err(LocateError::Storage { failures, asked })
+        }
     }
 
     /// Deletes backup `uuid` of `server`: a running one is cancelled first (its sink
@@ -257,13 +353,13 @@ impl Backups {
             tracing::info!(backup = %uuid, server = %server, "cancelling the running backup to delete it");
             ended.wait().await;
         }
-        let stored = self.locate(server, uuid).await?;
+        let stored = self.locate(server, uuid, None).await?;
         if let Some((adapter, _)) = &stored {
             let (s, u) = (server.to_string(), uuid.to_string());
             adapter
                 .run(move |a| a.delete(&s, &u))
                 .await
-                .map_err(|e| anyhow::anyhow!("adapter {}: {e}", adapter.name))?;
+                .map_err(|e| StorageError::new(&adapter.name, e))?;
             tracing::info!(backup = %uuid, server = %server, adapter = %adapter.name, "deleted backup");
         }
         if record.is_some() {
@@ -288,14 +384,46 @@ impl Backups {
             .map(|record| self.describe(record)))
     }
 
-    /// The known backups of `server`, newest first.
-    pub fn list(&self, server: &str) -> anyhow::Result<Vec<BackupStatus>> {
-        Ok(self
+    /// The backups of `server`: the registry's, merged with what each adapter's `list` holds
+    /// that the registry does not know (an archive copied over from another node), newest
+    /// first by when each was started (for an archive only its storage knows, when it was
+    /// stored); on a tie, the registry's before the storage's, then in the adapters' order
+    /// (the plugins file's) and each adapter's own `list` order. An archive an
+    /// adapter files under another server, or that the registry ties to another server, is
+    /// left out. An adapter whose `list` fails is logged and skipped: the registry's entries
+    /// still come back.
+    pub async fn list(&self, server: &str) -> anyhow::Result<Vec<BackupStatus>> {
+        let mut list: Vec<BackupStatus> = self
             .registry
             .list(server)?
             .into_iter()
             .map(|record| self.describe(record))
-            .collect())
+            .collect();
+        let adapters: Vec<Arc<Adapter>> = self.adapters.all().cloned().collect();
+        for adapter in adapters {
+            let owner = server.to_string();
+            let held = match adapter.run(move |a| a.list(&owner)).await {
+                Ok(held) => held,
+                Err(err) => {
+                    let err = StorageError::new(&adapter.name, err);
+                    tracing::warn!(adapter = %adapter.name, kind = err.kind().name(), server = %server, "cannot list the backups this adapter holds; listing the registry's only: {err}");
+                    continue;
+                }
+            };
+            for info in held {
+                let elsewhere = info.server.as_deref().is_some_and(|s| s != server);
+                if elsewhere || list.iter().any(|known| known.uuid == info.backup) {
+                    continue;
+                }
+                if self.registry.get(&info.backup)?.is_some() {
+                    continue;
+                }
+                list.push(stored_only(&adapter.name, server, info));
+            }
+        }
+        // Stable: the registry's entries keep their order among equal times.
+        list.sort_by_key(|status| std::cmp::Reverse(parse_time(&status.started_at)));
+        Ok(list)
     }
 
     /// Every server's known backups, newest first (an operator's view, `aerie backup list`).

@@ -22,7 +22,9 @@ const SERVER: &str = "0f4e2d6c-8a1b-4c3d-9e5f-a7b9c1d3e5f7";
 const UUID: &str = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d";
 
 /// A node in a temporary directory: a server with a few files, the fixture adapter as
-/// `fixture` and, failing at its first write, as `full`, and a Panel to queue reports for.
+/// `fixture`, failing at its first write as `full`, and failing the first two calls of
+/// `stat`, `begin_backup` and `open` as retryable as `flaky` (in its own directory), and a
+/// Panel to queue reports for.
 struct Node {
     dir: tempfile::TempDir,
     registry: Arc<Registry>,
@@ -51,6 +53,11 @@ impl Node {
                     "full",
                     library(),
                     json!({"directory": store, "fail_after_bytes": 0}),
+                ),
+                (
+                    "flaky",
+                    library(),
+                    json!({"directory": dir.path().join("flaky-store"), "transient_failures": 2}),
                 ),
             ],
             &host,
@@ -330,5 +337,29 @@ async fn a_uuid_running_or_stored_is_a_conflict() {
     assert_eq!(
         message,
         format!("A backup with the identifier {UUID} already exists on this node (stored).")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retryable_stat_and_begin_backup_are_tried_again_and_the_backup_completes() {
+    let node = Node::new();
+    node.start("flaky", UUID).await.unwrap();
+    node.ended(UUID).await;
+
+    let record = node.record(UUID);
+    assert_eq!(record.state, State::Completed, "{record:?}");
+    assert_eq!(node.report(UUID)["successful"], true);
+    // The fixture's own record: two failures each, then the call that succeeded.
+    let calls = std::fs::read_to_string(node.dir.path().join("flaky-store/calls")).unwrap();
+    assert_eq!(
+        calls.lines().collect::<Vec<_>>(),
+        [
+            "stat",
+            "stat",
+            "stat",
+            "begin_backup",
+            "begin_backup",
+            "begin_backup"
+        ]
     );
 }

@@ -27,7 +27,7 @@ use crate::events::panel::Notifier;
 use crate::events::{self, reports, EventBus, ProgressGate};
 use crate::ids::{BackupId, ServerId};
 use crate::locks::{Activity, ServerGuard, ServerLocks};
-use crate::plugins::Adapter;
+use crate::plugins::{retrying, Adapter, StorageError};
 use crate::rate_limit::RateLimiter;
 use crate::registry::Registry;
 use crate::tasks::{CancellationToken, TaskGroup};
@@ -42,6 +42,10 @@ const ENTRY_MESSAGES_PER_SECOND: u32 = 20;
 /// which adapter holds a backup, and one it never saw is looked for in every adapter.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct RestoreRequest {
+    /// The adapter the Panel names (its `backup.disk`): for a backup the registry does not
+    /// know, only this adapter is asked for it, when it is loaded.
+    #[serde(default)]
+    pub adapter: Option<String>,
     /// Empty the server directory before unpacking.
     #[serde(default)]
     pub truncate_directory: bool,
@@ -62,6 +66,9 @@ pub enum RestoreError {
     /// The `download_url` was refused or did not answer as a gzip archive.
     #[error("{0}")]
     Source(#[from] FetchError),
+    /// The adapters could not say where the backup is.
+    #[error("{0}")]
+    Storage(crate::backups::LocateError),
     /// Something on this side failed.
     #[error("The restore could not be started: {0}")]
     Internal(String),
@@ -161,13 +168,17 @@ impl Restores {
             Activity::Backups(_) => RestoreError::Busy("a backup"),
         })?;
         let source = if request.download_url.trim().is_empty() {
-            match self.backups.locate(server, uuid).await {
+            match self
+                .backups
+                .locate(server, uuid, request.adapter.as_deref())
+                .await
+            {
                 Ok(Some((adapter, info))) => Source::Adapter {
                     adapter,
                     size: info.size,
                 },
                 Ok(None) => return Err(RestoreError::BackupNotFound),
-                Err(err) => return Err(RestoreError::Internal(format!("{err:#}"))),
+                Err(err) => return Err(RestoreError::Storage(err)),
             }
         } else {
             Source::Link(
@@ -336,10 +347,15 @@ impl Restores {
     ) -> anyhow::Result<extract::ExtractSummary> {
         let (reader, size): (Box<dyn Read + Send>, Option<u64>) = match source {
             Source::Adapter { adapter, size } => {
-                let reader = adapter
-                    .blocking()
-                    .open(server, uuid, 0)
-                    .map_err(|e| anyhow::anyhow!("storage could not open the backup: {e}"))?;
+                let reader = retrying(&adapter.name, "open", || {
+                    adapter.blocking().open(server, uuid, 0)
+                })
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "storage could not open the backup: {}",
+                        StorageError::new(&adapter.name, e)
+                    )
+                })?;
                 (Box::new(reader), Some(size))
             }
             Source::Link(download) => {

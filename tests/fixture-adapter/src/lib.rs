@@ -9,11 +9,17 @@
 //! backup goes on when the test closes it), which holds a job running without timers.
 //! While a `<backup>.writes` file exists, the sink logs to it when each write arrived, so
 //! a test can check the rate the adapter received bytes at.
+//! `broken: true` makes every `stat` and `list` fail (not as NOT_FOUND), as a storage that
+//! refuses access would; `transient_failures: N` makes the first N calls of each of
+//! `begin_backup`, `stat` and `open` fail as retryable, and records every call of those in
+//! `<directory>/calls` (one line each: the method's name), so a test counts attempts from the
+//! adapter's own record.
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use aerie_adapter_api::{
@@ -33,6 +39,13 @@ struct Config {
     /// Panic (instead of failing) at that point.
     #[serde(default)]
     panic: bool,
+    /// Fail every `stat` and `list` as a storage that refuses access would.
+    #[serde(default)]
+    broken: bool,
+    /// Fail the first this-many calls of each of `begin_backup`, `stat` and `open` as
+    /// retryable, and record every call of those in `<directory>/calls`.
+    #[serde(default)]
+    transient_failures: Option<u32>,
 }
 
 /// The fixture adapter.
@@ -40,6 +53,55 @@ pub struct FixtureAdapter {
     directory: PathBuf,
     fail_after_bytes: Option<u64>,
     panic: bool,
+    broken: bool,
+    transient_failures: Option<u32>,
+    /// Calls so far of `begin_backup`, `stat` and `open`, in that order.
+    calls: [AtomicU32; 3],
+}
+
+/// The methods `transient_failures` applies to, as indexes into `FixtureAdapter::calls`.
+#[derive(Clone, Copy)]
+enum Flaky {
+    BeginBackup = 0,
+    Stat = 1,
+    Open = 2,
+}
+
+impl FixtureAdapter {
+    /// Records a call of `method` (when `transient_failures` is set) and fails it while it is
+    /// among the first `transient_failures` calls of that method.
+    fn flaky(&self, method: Flaky, name: &str) -> Result<(), AdapterError> {
+        let Some(failures) = self.transient_failures else {
+            return Ok(());
+        };
+        let path = self.directory.join("calls");
+        let mut record = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| AdapterError::io(path.display(), &e))?;
+        writeln!(record, "{name}").map_err(|e| AdapterError::io(path.display(), &e))?;
+        let call = self.calls[method as usize].fetch_add(1, Ordering::SeqCst);
+        if call < failures {
+            return Err(AdapterError::new(
+                ErrorKind::UNAVAILABLE,
+                format!("{name}: the fixture storage is briefly unavailable"),
+            )
+            .with_retryable(true));
+        }
+        Ok(())
+    }
+
+    /// Fails as a storage that refuses access, when `broken`.
+    fn check_broken(&self, name: &str) -> Result<(), AdapterError> {
+        if self.broken {
+            return Err(AdapterError::new(
+                ErrorKind::PERMISSION_DENIED,
+                format!("{name}: the fixture storage is broken"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A backup being written to `<backup>.partial`.
@@ -79,10 +141,14 @@ impl Adapter for FixtureAdapter {
             directory: config.directory,
             fail_after_bytes: config.fail_after_bytes,
             panic: config.panic,
+            broken: config.broken,
+            transient_failures: config.transient_failures,
+            calls: Default::default(),
         })
     }
 
     fn begin_backup(&self, _server: &str, backup: &str) -> Result<FixtureSink, AdapterError> {
+        self.flaky(Flaky::BeginBackup, "begin_backup")?;
         let hold = self.directory.join(format!("{backup}.hold"));
         if fs::symlink_metadata(&hold).is_ok_and(|m| m.file_type().is_fifo()) {
             File::open(&hold)
@@ -115,6 +181,7 @@ impl Adapter for FixtureAdapter {
     }
 
     fn open(&self, _: &str, backup: &str, offset: u64) -> Result<FileSource, AdapterError> {
+        self.flaky(Flaky::Open, "open")?;
         if self.directory.join(format!("{backup}.fail-open")).exists() {
             return Err(AdapterError::new(
                 ErrorKind::UNAVAILABLE,
@@ -130,6 +197,8 @@ impl Adapter for FixtureAdapter {
     }
 
     fn stat(&self, _: &str, backup: &str) -> Result<BackupInfo, AdapterError> {
+        self.check_broken("stat")?;
+        self.flaky(Flaky::Stat, "stat")?;
         let path = self.directory.join(format!("{backup}.tar.gz"));
         let metadata = fs::metadata(&path).map_err(|e| AdapterError::io(path.display(), &e))?;
         Ok(BackupInfo {
@@ -143,6 +212,7 @@ impl Adapter for FixtureAdapter {
     }
 
     fn list(&self, _: &str) -> Result<Vec<BackupInfo>, AdapterError> {
+        self.check_broken("list")?;
         Ok(Vec::new())
     }
 
