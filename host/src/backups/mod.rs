@@ -24,6 +24,7 @@ use crate::events::reports::{self, Report};
 use crate::events::EventBus;
 use crate::ids::{BackupId, ServerId};
 use crate::locks::ServerLocks;
+use crate::metrics::Metrics;
 use crate::plugins::{Adapter, Adapters};
 use crate::registry::{BackupRecord, NewNotification, Registry, ReserveError, State};
 use crate::tasks::{CancellationToken, TaskGroup};
@@ -103,6 +104,8 @@ pub struct Backups {
     locks: Arc<ServerLocks>,
     /// Delivers reports to the Panel; `None` when `remote` is unset.
     notifier: Option<Arc<Notifier>>,
+    /// Counts every job: started, how it ended, bytes, duration.
+    metrics: Arc<Metrics>,
     /// Jobs running now, by backup uuid.
     running: Mutex<HashMap<String, RunningJob>>,
     /// The daemon's tasks: every job runs as one of them, under a child token.
@@ -111,8 +114,8 @@ pub struct Backups {
 
 impl Backups {
     /// The backups of this node, over `registry` and `adapters`, publishing to `events`,
-    /// sharing servers through `locks`, reporting through `notifier` and running each job
-    /// as one of `tasks`.
+    /// sharing servers through `locks`, reporting through `notifier`, counted in `metrics`
+    /// and running each job as one of `tasks`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         data_directory: PathBuf,
@@ -122,6 +125,7 @@ impl Backups {
         events: Arc<EventBus>,
         locks: Arc<ServerLocks>,
         notifier: Option<Arc<Notifier>>,
+        metrics: Arc<Metrics>,
         tasks: TaskGroup,
     ) -> Self {
         Self {
@@ -132,6 +136,7 @@ impl Backups {
             events,
             locks,
             notifier,
+            metrics,
             running: Mutex::new(HashMap::new()),
             tasks,
         }
