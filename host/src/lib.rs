@@ -83,7 +83,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .await??
     };
     let registry = Arc::new(Registry::open(&config.system.root_directory)?);
-    let metrics = Arc::new(Metrics::new(registry.clone()));
+    let metrics = Arc::new(Metrics::new(
+        registry.clone(),
+        adapters.all().map(|adapter| adapter.name.as_str()),
+    ));
     std::fs::create_dir_all(&config.system.data)
         .with_context(|| format!("cannot create {}", config.system.data.display()))?;
     let settings = ArchiveSettings {

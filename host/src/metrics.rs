@@ -37,6 +37,9 @@ const DURATION_BUCKETS: [f64; 14] = [
 /// The label of restores that read a `download_url` rather than a stored backup.
 pub const DOWNLOAD_URL_SOURCE: &str = "download_url";
 
+/// The `outcome` of a verification: the archive read back whole and matched, or not.
+const VERIFICATION_OUTCOMES: [&str; 2] = ["ok", "failed"];
+
 /// How a backup or restore ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -117,9 +120,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Every metric at zero; `reports` is the registry whose queue of Panel reports the
-    /// scrapes read.
-    pub fn new(reports: Arc<Registry>) -> Self {
+    /// Every metric at zero, with a series for each of `adapters` (the configured names)
+    /// and outcome from the start: a counter that first appears at 1 hides its first
+    /// increase from `rate()` and `increase()`, and so from alerts. `reports` is the
+    /// registry whose queue of Panel reports the scrapes read.
+    pub fn new<'a>(reports: Arc<Registry>, adapters: impl IntoIterator<Item = &'a str>) -> Self {
         let mut metrics = Self {
             registry: prometheus_client::registry::Registry::with_prefix("aerie"),
             reports,
@@ -228,7 +233,49 @@ impl Metrics {
             "File descriptors the aerie process holds open",
             metrics.open_fds.clone(),
         );
+        for adapter in adapters {
+            metrics.create_series(adapter);
+        }
+        metrics.create_restore_series(DOWNLOAD_URL_SOURCE);
         metrics
+    }
+
+    /// The counters of `adapter`, at zero.
+    fn create_series(&self, adapter: &str) {
+        let labels = AdapterLabels {
+            adapter: adapter.to_string(),
+        };
+        self.backups_started.get_or_create_owned(&labels);
+        self.backup_read_bytes.get_or_create_owned(&labels);
+        self.backup_written_bytes.get_or_create_owned(&labels);
+        for outcome in [Outcome::Completed, Outcome::Failed, Outcome::Cancelled] {
+            self.backups_finished.get_or_create_owned(&OutcomeLabels {
+                adapter: adapter.to_string(),
+                outcome: outcome.as_str(),
+            });
+        }
+        for outcome in VERIFICATION_OUTCOMES {
+            self.verifications.get_or_create_owned(&OutcomeLabels {
+                adapter: adapter.to_string(),
+                outcome,
+            });
+        }
+        self.create_restore_series(adapter);
+    }
+
+    /// The restore counters of `adapter`, at zero.
+    fn create_restore_series(&self, adapter: &str) {
+        let labels = AdapterLabels {
+            adapter: adapter.to_string(),
+        };
+        self.restores_started.get_or_create_owned(&labels);
+        self.restore_written_bytes.get_or_create_owned(&labels);
+        for outcome in [Outcome::Completed, Outcome::Failed, Outcome::Cancelled] {
+            self.restores_finished.get_or_create_owned(&OutcomeLabels {
+                adapter: adapter.to_string(),
+                outcome: outcome.as_str(),
+            });
+        }
     }
 
     /// Counts a backup with `adapter` as started and running; the guard counts how it
@@ -263,9 +310,10 @@ impl Metrics {
     /// back whole and matched its checksum and size, else `failed`. Exported as
     /// `aerie_verifications_total{adapter, outcome="ok"|"failed"}`.
     pub fn verification_finished(&self, adapter: &str, ok: bool) {
+        let [passed, failed] = VERIFICATION_OUTCOMES;
         let labels = OutcomeLabels {
             adapter: adapter.to_string(),
-            outcome: if ok { "ok" } else { "failed" },
+            outcome: if ok { passed } else { failed },
         };
         self.verifications.get_or_create(&labels).inc();
     }
@@ -454,7 +502,7 @@ mod tests {
     fn metrics() -> (tempfile::TempDir, Arc<Metrics>) {
         let dir = tempfile::tempdir().unwrap();
         let registry = Arc::new(Registry::open(dir.path()).unwrap());
-        (dir, Arc::new(Metrics::new(registry)))
+        (dir, Arc::new(Metrics::new(registry, ["wings"])))
     }
 
     #[test]
@@ -502,6 +550,21 @@ mod tests {
                 .parse()
                 .unwrap();
             assert!(value > 0, "{name} {value}");
+        }
+    }
+
+    #[test]
+    fn every_adapter_and_outcome_is_there_at_zero_from_the_start() {
+        let (_dir, metrics) = metrics();
+        let text = metrics.render().unwrap();
+        for line in [
+            "aerie_backups_started_total{adapter=\"wings\"} 0",
+            "aerie_backups_finished_total{adapter=\"wings\",outcome=\"failed\"} 0",
+            "aerie_backups_finished_total{adapter=\"wings\",outcome=\"cancelled\"} 0",
+            "aerie_restores_finished_total{adapter=\"download_url\",outcome=\"failed\"} 0",
+            "aerie_verifications_total{adapter=\"wings\",outcome=\"failed\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }
     }
 
