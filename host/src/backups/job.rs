@@ -131,7 +131,6 @@ impl Backups {
         if let Err(err) = recorded {
             tracing::error!("cannot record how the backup ended: {err:#}");
         }
-
         if let Some(notifier) = &self.notifier {
             notifier.wake();
         }

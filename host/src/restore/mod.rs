@@ -127,6 +127,7 @@ pub struct Restores {
 
 impl Restores {
     /// The restores of this node, counted in `metrics`, each running as one of `tasks`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         locks: Arc<ServerLocks>,
         backups: Arc<Backups>,
