@@ -7,6 +7,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use aerie_e2e::panel::PanelStandIn;
 use aerie_e2e::websocket::completion_message;
 use aerie_e2e::{
     fixture_library, new_uuid, noise, wings_library, Daemon, Node, HANG_GUARD, SLOW_WRITES,
@@ -396,4 +397,29 @@ fn metrics_bind_serves_the_metrics_without_a_token_and_nothing_else() {
     // The API port still wants the token.
     let (status, _, _) = get_plain(&format!("{}/metrics", daemon.base));
     assert_eq!(status, 401);
+}
+
+#[test]
+fn a_report_the_panel_has_not_taken_is_pending_and_ages_until_it_is_delivered() {
+    let mut panel = PanelStandIn::start("test", "test-node-token-0123456789");
+    let mut node = Node::new();
+    node.extra_config = format!("remote: {}\nremote_query:\n  timeout: 5\n", panel.url());
+    std::fs::write(node.server(SERVER).join("level.dat"), b"level").unwrap();
+    let daemon = node.start();
+    panel.go_down();
+    let uuid = new_uuid();
+    daemon.start_backup(SERVER, "wings", &uuid, "");
+    assert_eq!(daemon.wait_for_end(SERVER, &uuid)["state"], "completed");
+    let scrape = scrape_api(&daemon);
+    assert_eq!(scrape.value("aerie_panel_reports_pending", &[]), 1.0);
+    // The age is the oldest report's, read at each scrape: it grows while the Panel is away.
+    scrape_until(&daemon, "an aged report", |s| {
+        s.value("aerie_panel_report_oldest_age_seconds", &[]) >= 1.0
+    });
+    panel.come_back();
+    panel.wait_for_accepted(1);
+    scrape_until(&daemon, "an empty queue", |s| {
+        s.value("aerie_panel_reports_pending", &[]) == 0.0
+            && s.value("aerie_panel_report_oldest_age_seconds", &[]) == 0.0
+    });
 }
