@@ -8,6 +8,8 @@
 #   AERIE_TEST_S3_PIDFILE    a file holding the server's pid
 #   AERIE_TEST_MOTO          the moto_server executable, for a test that runs its own server
 #                            (e.g. one it kills on purpose): "$AERIE_TEST_MOTO" -H 127.0.0.1 -p PORT
+#   AERIE_TEST_PYTHON        the virtualenv's python, with prometheus_client (the metrics
+#                            tests parse /metrics with its Prometheus text parser)
 #   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION   static test credentials
 #   AWS_EC2_METADATA_DISABLED=true                          nothing reaches for the network
 #
@@ -16,7 +18,8 @@
 _aerie_s3_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 _aerie_s3_venv="$_aerie_s3_dir/.venv"
 
-# Creates the virtualenv and installs moto's server into it, unless already there.
+# Creates the virtualenv and installs moto's server and prometheus_client into it, unless
+# already there.
 s3_server_install() {
     # A venv made without ensurepip (Debian's python3 lacks it until python3-venv is
     # installed) has no pip: start again from scratch.
@@ -46,6 +49,14 @@ s3_server_install() {
             return 1
         }
     fi
+    if ! "$_aerie_s3_venv/bin/python" -c 'import prometheus_client' >/dev/null 2>&1; then
+        echo "s3-server: installing prometheus_client into $_aerie_s3_venv" >&2
+        "$_aerie_s3_venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+            'prometheus_client>=0.20,<1' || {
+            echo "s3-server: pip install prometheus_client failed" >&2
+            return 1
+        }
+    fi
 }
 
 # Installs moto if needed, starts it on a free loopback port and waits until it answers.
@@ -60,6 +71,7 @@ s3_server_start() {
     export AWS_REGION=us-east-1
     export AWS_EC2_METADATA_DISABLED=true
     export AERIE_TEST_MOTO="$_aerie_s3_venv/bin/moto_server"
+    export AERIE_TEST_PYTHON="$py"
     export AERIE_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
     export AERIE_TEST_S3_PIDFILE="$_aerie_s3_venv/moto-$port.pid"
     local log="$_aerie_s3_venv/moto-$port.log"

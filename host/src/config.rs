@@ -47,6 +47,9 @@ pub struct Config {
     /// to it. Unset means standalone: aerie serves only the backup API.
     #[serde(default)]
     pub upstream: Option<Upstream>,
+    /// `metrics.*`: a listener of its own for Prometheus (aerie's key).
+    #[serde(default)]
+    pub metrics: Metrics,
     /// Wings' keys that aerie reads without using; accepted so Wings configs load.
     #[serde(skip)]
     pub ignored_keys: Vec<String>,
@@ -57,6 +60,16 @@ pub struct Config {
 pub struct Upstream {
     /// Wings' base URL on this node, e.g. `http://127.0.0.1:8081`.
     pub url: String,
+}
+
+/// `metrics.*`. `GET /metrics` is always served on the API port, behind the node token;
+/// `bind` serves it on a second address too, without a token, for a Prometheus server that
+/// should not hold the node token.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Metrics {
+    /// Where the token-less `/metrics` listener binds (e.g. `127.0.0.1:9101`); unset: none.
+    #[serde(default)]
+    pub bind: Option<std::net::SocketAddr>,
 }
 
 /// `remote_query.*`.
@@ -400,6 +413,7 @@ impl Config {
             },
             plugins: None,
             upstream: None,
+            metrics: Metrics::default(),
             ignored_keys: Vec::new(),
         })
     }
@@ -587,6 +601,15 @@ mod tests {
         assert!(err.to_string().starts_with("api.ssl.cert:"), "{err}");
         let err = Config::parse("token: x\nupstream:\n  url: 127.0.0.1:8081\n").unwrap_err();
         assert!(err.to_string().starts_with("upstream.url:"), "{err}");
+    }
+
+    #[test]
+    fn the_metrics_listener_is_off_by_default_and_its_address_is_checked() {
+        assert_eq!(Config::parse("token: x\n").unwrap().metrics.bind, None);
+        let config = Config::parse("token: x\nmetrics:\n  bind: 127.0.0.1:9101\n").unwrap();
+        assert_eq!(config.metrics.bind, Some("127.0.0.1:9101".parse().unwrap()));
+        let err = Config::parse("token: x\nmetrics:\n  bind: localhost\n").unwrap_err();
+        assert!(err.to_string().starts_with("metrics.bind:"), "{err}");
     }
 
     #[test]

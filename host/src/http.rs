@@ -23,6 +23,7 @@ use crate::download::Downloads;
 use crate::events::{websocket, EventBus};
 use crate::ids::{BackupId, ServerId};
 use crate::locks::ServerLocks;
+use crate::metrics::Metrics;
 use crate::plugins::StorageError;
 use crate::registry::Registry;
 use crate::restore::{RestoreError, RestoreRequest, Restores};
@@ -74,6 +75,8 @@ pub struct AppState {
     pub upstream: Option<Arc<Wings>>,
     /// The websocket sessions, closed (after the jobs) when the daemon stops.
     pub sessions: TaskGroup,
+    /// The node's metrics, for `GET /metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 impl From<StartError> for ApiError {
@@ -139,7 +142,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/backups", get(list_all_backups))
         .route("/api/backups/{uuid}", get(find_backup))
         .route("/api/notifications", get(list_notifications))
-        .route("/api/notifications/{id}", delete(drop_notification));
+        .route("/api/notifications/{id}", delete(drop_notification))
+        .route("/metrics", get(metrics));
     if state.upstream.is_some() {
         api = api.route("/api/servers/{server}/power", post(power));
     }
@@ -427,6 +431,12 @@ async fn drop_notification(
         )),
         Err(err) => Err(ApiError::internal(format!("{err:#}"))),
     }
+}
+
+/// `GET /metrics`: the node's metrics in Prometheus' text format (`metrics.bind` serves
+/// them without the token too).
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    state.metrics.response()
 }
 
 /// `GET /api/servers/{server}/ws`: upgrades to the event websocket. Browsers must come from

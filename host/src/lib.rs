@@ -14,6 +14,7 @@ pub mod http;
 pub mod ids;
 pub mod jwt;
 pub mod locks;
+pub mod metrics;
 pub mod net_policy;
 pub mod plugins;
 pub mod rate_limit;
@@ -40,6 +41,7 @@ use crate::download::Downloads;
 use crate::events::panel::{Notifier, Panel};
 use crate::events::EventBus;
 use crate::locks::ServerLocks;
+use crate::metrics::Metrics;
 use crate::plugins::Adapters;
 use crate::registry::Registry;
 use crate::restore::fetch::FetchPolicy;
@@ -50,6 +52,10 @@ use crate::upstream::Wings;
 /// How long the websockets may take, at shutdown, to send their last events and close: a
 /// client that stopped reading must not hold the exit.
 const SESSIONS_CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Connections the `metrics.bind` listener serves at once: a Prometheus server or two, and
+/// an operator with curl.
+const METRICS_MAX_CONNECTIONS: usize = 8;
 
 /// Runs the daemon until SIGINT or SIGTERM: loads the adapters, opens the registry,
 /// recovers from an earlier stop, serves HTTP, and on shutdown stops running work.
@@ -77,6 +83,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .await??
     };
     let registry = Arc::new(Registry::open(&config.system.root_directory)?);
+    let metrics = Arc::new(Metrics::new(
+        registry.clone(),
+        adapters.all().map(|adapter| adapter.name.as_str()),
+    ));
     std::fs::create_dir_all(&config.system.data)
         .with_context(|| format!("cannot create {}", config.system.data.display()))?;
     let settings = ArchiveSettings {
@@ -116,6 +126,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         events.clone(),
         locks.clone(),
         notifier.clone(),
+        metrics.clone(),
         work.clone(),
     ));
     let restores = Arc::new(Restores::new(
@@ -135,6 +146,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             upstream: upstream.clone(),
             stop_timeout: Duration::from_secs(config.system.backups.restore_stop_timeout),
         },
+        metrics.clone(),
         work.clone(),
     ));
     backups.recover_interrupted().await?;
@@ -159,12 +171,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         websocket_auth_timeout: Duration::from_secs(config.api.websocket_auth_timeout),
         upstream: upstream.clone(),
         sessions: sessions.clone(),
+        metrics: metrics.clone(),
     });
     let address = format!("{}:{}", config.api.host, config.api.port);
     let listener = tokio::net::TcpListener::bind(&address)
         .await
         .with_context(|| format!("api: cannot listen on {address}"))?;
     let local = listener.local_addr()?;
+    let metrics_listener = match config.metrics.bind {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("metrics.bind: cannot listen on {address}"))?;
+            let local = listener.local_addr()?;
+            tracing::info!(address = %local, "metrics listening (no token)");
+            // Before the API's line, which scripts wait for.
+            println!("aerie metrics on http://{local}/metrics");
+            Some(listener)
+        }
+        None => None,
+    };
     tracing::info!(address = %local, "listening");
     // One line on stdout, for operators and for scripts that start aerie on port 0.
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -178,6 +204,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => (None, None),
     };
     let serving = work.child_token();
+    if let Some(listener) = metrics_listener {
+        let limits = serve::Limits {
+            max_connections: METRICS_MAX_CONNECTIONS,
+            ..limits
+        };
+        work.spawn(serve::serve(
+            listener,
+            metrics::router(metrics),
+            limits,
+            None,
+            serving.clone(),
+        ));
+    }
     let stop_serving = async {
         shutdown_signal().await;
         serving.cancel();

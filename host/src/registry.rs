@@ -320,6 +320,19 @@ impl Registry {
             .map(|n| n > 0)
     }
 
+    /// How many reports are queued, and when the oldest was queued (RFC 3339), for the
+    /// metrics: one indexed query, whatever the queue's length.
+    pub fn notification_backlog(&self) -> anyhow::Result<(u64, Option<String>)> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT COUNT(*), (SELECT created_at FROM notifications ORDER BY id LIMIT 1)
+                 FROM notifications",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            )
+        })
+    }
+
     /// Records a failed attempt and when to try again.
     pub fn retry_notification_later(
         &self,
@@ -649,6 +662,27 @@ mod tests {
         assert_eq!(record.checksum.as_deref(), Some("abc"));
         assert_eq!(record.size, Some(42));
         assert_eq!(record.error, None);
+    }
+
+    #[test]
+    fn the_backlog_counts_queued_reports_and_dates_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        assert_eq!(registry.notification_backlog().unwrap(), (0, None));
+        for uuid in ["first", "second"] {
+            registry.reserve(uuid, "s1", "wings").unwrap();
+            registry
+                .fail(uuid, "no", 0, Some((uuid, "/backups/x", "{}")))
+                .unwrap();
+        }
+        let queued = registry.notifications().unwrap();
+        let (count, oldest) = registry.notification_backlog().unwrap();
+        assert_eq!(count, 2);
+        assert_eq!(oldest.as_deref(), Some(queued[0].created_at.as_str()));
+        assert!(registry.remove_notification(queued[0].id).unwrap());
+        let (count, oldest) = registry.notification_backlog().unwrap();
+        assert_eq!(count, 1);
+        assert_eq!(oldest.as_deref(), Some(queued[1].created_at.as_str()));
     }
 
     #[test]

@@ -153,13 +153,14 @@ impl Node {
             .spawn()
             .expect("spawn aerie");
         let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut address = None;
+        let (mut address, mut printed) = (None, Vec::new());
         for line in stdout.lines() {
             let line = line.expect("daemon stdout");
             if let Some(rest) = line.strip_prefix("aerie listening on ") {
                 address = Some(rest.to_string());
                 break;
             }
+            printed.push(line);
         }
         let Some(base) = address else {
             let status = child.wait().expect("wait");
@@ -171,6 +172,7 @@ impl Node {
         Daemon {
             child,
             base,
+            printed,
             token: self.token.clone(),
             log,
             client: reqwest::blocking::Client::builder()
@@ -239,6 +241,9 @@ pub struct Daemon {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+    /// What the daemon printed on stdout before its listening line (e.g. `aerie metrics on
+    /// http://...` with `metrics.bind`).
+    pub printed: Vec<String>,
     token: String,
     log: PathBuf,
     /// The client used for requests.

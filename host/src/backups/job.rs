@@ -15,6 +15,7 @@ use super::{BackupRequest, Backups};
 use crate::archive::{self, ArchiveSettings, IgnoreRules, Progress, ServerDir, Written};
 use crate::events::{self, reports};
 use crate::locks::ServerGuard;
+use crate::metrics::Outcome;
 use crate::plugins::{retrying, Adapter, StorageError};
 use crate::tasks::CancellationToken;
 
@@ -54,6 +55,8 @@ impl Backups {
         self.events
             .publish(&server, events::backup_started(&uuid, &adapter.name));
         let started = Instant::now();
+        let counted = self.metrics.backup_started(&adapter.name);
+        let cancelled = cancel.clone();
         let reporter = Arc::new(ProgressReporter::new(
             self.events.clone(),
             &server,
@@ -89,6 +92,12 @@ impl Backups {
         // The server is free again before anyone can see the backup has ended.
         drop(server_guard);
         let bytes_done = progress.bytes_done.load(Ordering::Relaxed);
+        // Counted before the registry shows the end, so whoever sees it sees the count too.
+        counted.finished(
+            Outcome::of(outcome.is_ok(), cancelled.is_cancelled()),
+            bytes_done,
+            outcome.as_ref().map_or(0, |(written, _)| written.size),
+        );
         let (recorded, completed) = match &outcome {
             Ok((written, stored)) => {
                 tracing::info!(

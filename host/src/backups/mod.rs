@@ -24,6 +24,7 @@ use crate::events::reports::{self, Report};
 use crate::events::EventBus;
 use crate::ids::{BackupId, ServerId};
 use crate::locks::ServerLocks;
+use crate::metrics::Metrics;
 use crate::plugins::{Adapter, Adapters, StorageError};
 use crate::registry::{BackupRecord, NewNotification, Registry, ReserveError, State};
 use crate::tasks::{CancellationToken, TaskGroup};
@@ -178,6 +179,8 @@ pub struct Backups {
     locks: Arc<ServerLocks>,
     /// Delivers reports to the Panel; `None` when `remote` is unset.
     notifier: Option<Arc<Notifier>>,
+    /// Counts every job: started, how it ended, bytes, duration.
+    metrics: Arc<Metrics>,
     /// Jobs running now, by backup uuid.
     running: Mutex<HashMap<String, RunningJob>>,
     /// The daemon's tasks: every job runs as one of them, under a child token.
@@ -186,8 +189,8 @@ pub struct Backups {
 
 impl Backups {
     /// The backups of this node, over `registry` and `adapters`, publishing to `events`,
-    /// sharing servers through `locks`, reporting through `notifier` and running each job
-    /// as one of `tasks`.
+    /// sharing servers through `locks`, reporting through `notifier`, counted in `metrics`
+    /// and running each job as one of `tasks`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         data_directory: PathBuf,
@@ -197,6 +200,7 @@ impl Backups {
         events: Arc<EventBus>,
         locks: Arc<ServerLocks>,
         notifier: Option<Arc<Notifier>>,
+        metrics: Arc<Metrics>,
         tasks: TaskGroup,
     ) -> Self {
         Self {
@@ -207,6 +211,7 @@ impl Backups {
             events,
             locks,
             notifier,
+            metrics,
             running: Mutex::new(HashMap::new()),
             tasks,
         }

@@ -80,6 +80,7 @@ impl Node {
             events.clone(),
             Arc::new(ServerLocks::default()),
             Some(notifier),
+            Arc::new(Metrics::new(registry.clone(), [])),
             tasks.clone(),
         ));
         Self {

@@ -17,6 +17,7 @@ pub mod fetch;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,7 @@ use crate::events::panel::Notifier;
 use crate::events::{self, reports, EventBus, ProgressGate};
 use crate::ids::{BackupId, ServerId};
 use crate::locks::{Activity, ServerGuard, ServerLocks};
+use crate::metrics::{self, Metrics, Outcome};
 use crate::plugins::{retrying, Adapter, StorageError};
 use crate::rate_limit::RateLimiter;
 use crate::registry::Registry;
@@ -99,6 +101,14 @@ enum Source {
 }
 
 impl Source {
+    /// The `adapter` label of its metrics.
+    fn metrics_label(&self) -> &str {
+        match self {
+            Source::Adapter { adapter, .. } => &adapter.name,
+            Source::Link(_) => metrics::DOWNLOAD_URL_SOURCE,
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             Source::Adapter { adapter, .. } if adapter.kind == "wings" => "local backup".into(),
@@ -116,12 +126,15 @@ pub struct Restores {
     events: Arc<EventBus>,
     notifier: Option<Arc<Notifier>>,
     settings: RestoreSettings,
+    /// Counts every restore: started, how it ended, bytes, duration.
+    metrics: Arc<Metrics>,
     /// The daemon's tasks: every restore runs as one of them, under a child token.
     tasks: TaskGroup,
 }
 
 impl Restores {
-    /// The restores of this node, each running as one of `tasks`.
+    /// The restores of this node, counted in `metrics`, each running as one of `tasks`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         locks: Arc<ServerLocks>,
         backups: Arc<Backups>,
@@ -129,6 +142,7 @@ impl Restores {
         events: Arc<EventBus>,
         notifier: Option<Arc<Notifier>>,
         settings: RestoreSettings,
+        metrics: Arc<Metrics>,
         tasks: TaskGroup,
     ) -> Self {
         Self {
@@ -138,6 +152,7 @@ impl Restores {
             events,
             notifier,
             settings,
+            metrics,
             tasks,
         }
     }
@@ -229,6 +244,9 @@ impl Restores {
         let described = source.describe();
         tracing::info!(source = %described, truncate, "restore started");
         let started = Instant::now();
+        let counted = self.metrics.restore_started(source.metrics_label());
+        let extracted = Arc::new(ExtractProgress::default());
+        let job_extracted = extracted.clone();
         let stopped = self.stop_server_first(&server, &cancel).await;
         let handle = tokio::runtime::Handle::current();
         let span = tracing::Span::current();
@@ -245,6 +263,7 @@ impl Restores {
                     truncate,
                     source,
                     handle,
+                    &job_extracted,
                     &job_cancel,
                 )
             })
@@ -257,6 +276,11 @@ impl Restores {
         })
         .await
         .unwrap_or_else(|e| Err(anyhow::anyhow!("the restore task failed: {e}")));
+        // Counted before the end is published or recorded, so whoever sees it sees the count.
+        counted.finished(
+            Outcome::of(outcome.is_ok(), cancel.is_cancelled()),
+            extracted.bytes.load(Ordering::Relaxed),
+        );
         let message = match &outcome {
             Ok(summary) => {
                 tracing::info!(
@@ -343,6 +367,7 @@ impl Restores {
         truncate: bool,
         source: Source,
         handle: tokio::runtime::Handle,
+        extracted: &ExtractProgress,
         cancel: &CancellationToken,
     ) -> anyhow::Result<extract::ExtractSummary> {
         let (reader, size): (Box<dyn Read + Send>, Option<u64>) = match source {
@@ -395,7 +420,7 @@ impl Restores {
             reader,
             root_fd,
             &options,
-            &ExtractProgress::default(),
+            extracted,
             &mut |path| console.entry(path),
             cancel,
         )?;
