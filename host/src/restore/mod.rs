@@ -62,6 +62,9 @@ pub enum RestoreError {
     /// The `download_url` was refused or did not answer as a gzip archive.
     #[error("{0}")]
     Source(#[from] FetchError),
+    /// The daemon is shutting down: running restores may finish, no new one starts.
+    #[error("{}", crate::api_error::SHUTTING_DOWN)]
+    ShuttingDown,
     /// Something on this side failed.
     #[error("The restore could not be started: {0}")]
     Internal(String),
@@ -109,12 +112,14 @@ pub struct Restores {
     events: Arc<EventBus>,
     notifier: Option<Arc<Notifier>>,
     settings: RestoreSettings,
-    /// The daemon's tasks: every restore runs as one of them, under a child token.
+    /// The daemon's jobs (backups and restores, one task each): every restore runs as one
+    /// of them, under a child token; closed when the daemon begins to shut down.
     tasks: TaskGroup,
 }
 
 impl Restores {
-    /// The restores of this node, each running as one of `tasks`.
+    /// The restores of this node, each running as one of `tasks` (a group that holds jobs
+    /// only: a shutdown waits for it).
     pub fn new(
         locks: Arc<ServerLocks>,
         backups: Arc<Backups>,
@@ -152,10 +157,7 @@ impl Restores {
         let (server, uuid): (&str, &str) = (server, uuid);
         // Held until the restore is a tracked task: a shutdown that begins meanwhile still
         // waits for it to end and report how.
-        let place = self
-            .tasks
-            .enter()
-            .ok_or_else(|| RestoreError::Internal("the daemon is shutting down".into()))?;
+        let place = self.tasks.enter().ok_or(RestoreError::ShuttingDown)?;
         let guard = self.locks.try_restore(server).map_err(|busy| match busy {
             Activity::Restore => RestoreError::Busy("another restore"),
             Activity::Backups(_) => RestoreError::Busy("a backup"),
@@ -179,7 +181,8 @@ impl Restores {
         self.registry
             .begin_restore(uuid, server)
             .map_err(|e| RestoreError::Internal(format!("{e:#}")))?;
-        let span = tracing::info_span!("restore", backup = %uuid, server = %server);
+        // A root span: the job outlives the request that started it.
+        let span = tracing::info_span!(parent: None, "restore", backup = %uuid, server = %server);
         let this = self.clone();
         let (server, uuid) = (server.to_string(), uuid.to_string());
         let cancel = self.tasks.child_token();
