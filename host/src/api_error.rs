@@ -10,6 +10,10 @@ use aerie_adapter_api::ErrorKind;
 
 use crate::wings_text;
 
+/// What a request for new work is told while the daemon shuts down (the running jobs are
+/// given `system.shutdown_timeout` to finish; nothing new starts).
+pub const SHUTTING_DOWN: &str = "This node is shutting down; try again once it is back.";
+
 /// An error answer: a status and Wings' `{"error": "..."}` body.
 #[derive(Debug)]
 pub struct ApiError {
@@ -29,6 +33,12 @@ impl ApiError {
     /// Wings' 404 for a server that is not on this node.
     pub fn server_not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, wings_text::RESOURCE_NOT_FOUND)
+    }
+
+    /// The 503 for work asked of a daemon that is shutting down (new backups, restores,
+    /// websockets once they are closing): the caller can try again once it is back.
+    pub fn shutting_down() -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, SHUTTING_DOWN)
     }
 
     /// Wings' 500, with the cause in the log only.

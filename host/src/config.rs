@@ -189,6 +189,10 @@ pub struct System {
     /// `system.user.*`: who owns restored files.
     #[serde(default)]
     pub user: User,
+    /// Seconds running backups and restores get to finish on their own after SIGTERM or
+    /// SIGINT, before they are cancelled (ended failed and reported); 0 cancels at once.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: u64,
 }
 
 /// `system.user.*`, as in Wings: restored files are owned by this uid/gid when set.
@@ -211,8 +215,16 @@ impl Default for System {
             backup_write_limit: None,
             backups: Backups::default(),
             user: User::default(),
+            shutdown_timeout: default_shutdown_timeout(),
         }
     }
+}
+
+/// A minute: a backup near its end gets to finish. With the connections' grace (30 s) and
+/// the last Panel delivery (5 s) after it, the stop fits the README unit's
+/// `TimeoutStopSec=120` before systemd's SIGKILL.
+fn default_shutdown_timeout() -> u64 {
+    60
 }
 
 fn default_root_directory() -> PathBuf {
@@ -610,6 +622,19 @@ mod tests {
         assert_eq!(config.metrics.bind, Some("127.0.0.1:9101".parse().unwrap()));
         let err = Config::parse("token: x\nmetrics:\n  bind: localhost\n").unwrap_err();
         assert!(err.to_string().starts_with("metrics.bind:"), "{err}");
+    }
+
+    #[test]
+    fn the_shutdown_timeout_defaults_to_a_minute_and_may_be_zero() {
+        let config = Config::parse("token: x\n").unwrap();
+        assert_eq!(config.system.shutdown_timeout, 60);
+        let config = Config::parse("token: x\nsystem:\n  shutdown_timeout: 0\n").unwrap();
+        assert_eq!(config.system.shutdown_timeout, 0);
+        let err = Config::parse("token: x\nsystem:\n  shutdown_timeout: -1\n").unwrap_err();
+        assert!(
+            err.to_string().starts_with("system.shutdown_timeout:"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@ use crate::locks::ServerLocks;
 use crate::metrics::Metrics;
 use crate::plugins::StorageError;
 use crate::registry::Registry;
+use crate::request_log::RedactedSpan;
 use crate::restore::{RestoreError, RestoreRequest, Restores};
 use crate::serve::ConnectionSlot;
 use crate::tasks::TaskGroup;
@@ -85,6 +86,7 @@ impl From<StartError> for ApiError {
             StartError::UnknownAdapter(_) => StatusCode::BAD_REQUEST,
             StartError::Conflict(..) | StartError::Restoring => StatusCode::CONFLICT,
             StartError::Storage(err) => return ApiError::storage(err.kind(), err),
+            StartError::ShuttingDown => return ApiError::shutting_down(),
             StartError::Internal(_) => return ApiError::internal(err),
         };
         ApiError::new(status, err.to_string())
@@ -98,6 +100,7 @@ impl From<RestoreError> for ApiError {
             RestoreError::BackupNotFound => StatusCode::NOT_FOUND,
             RestoreError::Source(_) => StatusCode::BAD_REQUEST,
             RestoreError::Storage(err) => return ApiError::storage(err.kind(), err),
+            RestoreError::ShuttingDown => return ApiError::shutting_down(),
             RestoreError::Internal(_) => return ApiError::internal(err),
         };
         ApiError::new(status, err.to_string())
@@ -124,9 +127,10 @@ fn invalid_uuid() -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, wings_text::INVALID_BACKUP_ID)
 }
 
-/// Every route, with auth, request ids and request tracing. In front of Wings
-/// (`upstream:`), power actions are checked against restores and everything else aerie has
-/// no route for is passed through to Wings; standalone, it is a 404.
+/// Every route, with auth, request ids and request tracing (secrets left out of the
+/// logged URI: [`crate::request_log`]). In front of Wings (`upstream:`), power actions are
+/// checked against restores and everything else aerie has no route for is passed through
+/// to Wings; standalone, it is a 404.
 pub fn router(state: Arc<AppState>) -> Router {
     let mut api = Router::new()
         .route("/api/servers/{server}/backup", post(create_backup))
@@ -175,7 +179,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     routes
         .with_state(state)
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(RedactedSpan))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
@@ -466,12 +470,7 @@ async fn open_websocket(
         .max_message_size(WEBSOCKET_MESSAGE_LIMIT)
         .read_buffer_size(WEBSOCKET_READ_BUFFER);
     // In front of Wings, the socket is Wings', with aerie's events added.
-    let place = state.sessions.enter().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "This node is shutting down; try again when it is back.",
-        )
-    })?;
+    let place = state.sessions.enter().ok_or_else(ApiError::shutting_down)?;
     if let Some(wings) = &state.upstream {
         let relay = socket::Relay {
             server: server.id.to_string(),

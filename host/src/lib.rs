@@ -20,6 +20,7 @@ pub mod plugins;
 pub mod rate_limit;
 pub mod read_ahead;
 pub mod registry;
+pub mod request_log;
 pub mod restore;
 pub mod serve;
 pub mod tasks;
@@ -33,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::archive::ArchiveSettings;
 use crate::backups::Backups;
@@ -46,7 +48,7 @@ use crate::plugins::Adapters;
 use crate::registry::Registry;
 use crate::restore::fetch::FetchPolicy;
 use crate::restore::{RestoreSettings, Restores};
-use crate::tasks::TaskGroup;
+use crate::tasks::{CancellationToken, TaskGroup};
 use crate::upstream::Wings;
 
 /// How long the websockets may take, at shutdown, to send their last events and close: a
@@ -57,15 +59,37 @@ const SESSIONS_CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// an operator with curl.
 const METRICS_MAX_CONNECTIONS: usize = 8;
 
+/// The exit status after a second SIGTERM or SIGINT: the process ends without waiting for
+/// its jobs, so it is not a clean stop (1, as for any other failure); the next start
+/// recovers the jobs it cut off as after a crash.
+const FORCED_STOP_EXIT_CODE: i32 = 1;
+
 /// Runs the daemon until SIGINT or SIGTERM: loads the adapters, opens the registry,
-/// recovers from an earlier stop, serves HTTP, and on shutdown stops running work.
+/// recovers from an earlier stop, serves HTTP, and on shutdown drains running work.
 ///
-/// Every task the daemon starts belongs to one of two [`TaskGroup`]s, stopped in order:
-/// `work` (backups, restores, their progress tickers, the Panel notifier; the HTTP loop
-/// stops on a child token of it) is cancelled and awaited first, so that each job cut short
-/// records how it ended and queues its report; then `sessions` (the websockets) send those
-/// jobs' last events and close; then the queued reports get one bounded delivery attempt.
+/// Every task the daemon starts belongs to one of three [`TaskGroup`]s: `jobs` (backups
+/// and restores, one task each, nothing else, so that waiting for the group waits for just
+/// them), `sessions` (the websockets) and `services` (the Panel notifier, which only ends
+/// when cancelled). The first signal starts the shutdown, in this order:
+/// 1. `jobs` is closed: a new backup or restore is refused with 503, while the API keeps
+///    serving everything else (status, lists, downloads, websockets, the pass-through to
+///    Wings), so the Panel and clients see the running jobs end.
+/// 2. The running jobs get `system.shutdown_timeout` to end on their own; then `jobs` is
+///    cancelled and awaited, so that each job cut short records that it failed, aborts its
+///    sink and queues its report.
+/// 3. The HTTP loop stops (requests in flight get [`serve`]'s grace), then `sessions` send
+///    the jobs' last events and close, then `services` stop.
+/// 4. The queued Panel reports get one bounded delivery attempt; what the Panel does not
+///    take stays queued for the next start. The daemon then exits 0.
+///
+/// A second signal, at any point of this, exits at once with [`FORCED_STOP_EXIT_CODE`]:
+/// nothing more is waited for (a job blocked in its adapter would hold a graceful exit), and
+/// the registry, written in transactions, is left as a crash leaves it: the next start marks
+/// the jobs that were running failed, reports them and removes what they left.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // From the start: a signal that comes during start-up is kept and stops the daemon
+    // once it serves, rather than killing it halfway.
+    let mut signals = StopSignals::listen()?;
     for key in &config.ignored_keys {
         tracing::info!(key = %key, "config key not used by aerie; ignored");
     }
@@ -95,8 +119,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         write_limit: config.write_limit_bytes(),
     };
     let started_at = jwt::unix_now();
-    let work = TaskGroup::new();
+    let jobs = TaskGroup::new();
     let sessions = TaskGroup::new();
+    let services = TaskGroup::new();
     let events = Arc::new(EventBus::default());
     let notifier = match &config.remote {
         Some(remote) => {
@@ -107,7 +132,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 Duration::from_secs(config.remote_query.timeout),
             )?;
             let notifier = Arc::new(Notifier::new(panel, registry.clone()));
-            work.spawn(notifier.clone().run(work.child_token()));
+            services.spawn(notifier.clone().run(services.child_token()));
             Some(notifier)
         }
         None => None,
@@ -127,7 +152,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         locks.clone(),
         notifier.clone(),
         metrics.clone(),
-        work.clone(),
+        jobs.clone(),
     ));
     let restores = Arc::new(Restores::new(
         locks.clone(),
@@ -147,7 +172,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             stop_timeout: Duration::from_secs(config.system.backups.restore_stop_timeout),
         },
         metrics.clone(),
-        work.clone(),
+        jobs.clone(),
     ));
     backups.recover_interrupted().await?;
     restores.recover_interrupted()?;
@@ -203,13 +228,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(tls) => (Some(tls.acceptor), Some(tokio::spawn(tls.reloader.run()))),
         None => (None, None),
     };
-    let serving = work.child_token();
+    let serving = CancellationToken::new();
     if let Some(listener) = metrics_listener {
         let limits = serve::Limits {
             max_connections: METRICS_MAX_CONNECTIONS,
             ..limits
         };
-        work.spawn(serve::serve(
+        // Stops with the API listener; `services` waits for it at the end.
+        services.spawn(serve::serve(
             listener,
             metrics::router(metrics),
             limits,
@@ -217,8 +243,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             serving.clone(),
         ));
     }
-    let stop_serving = async {
-        shutdown_signal().await;
+    let shutdown = async {
+        signals.recv().await;
+        // Runs on its own (in no group: it must outlast them all, being the way out when
+        // they do not end).
+        tokio::spawn(exit_on_second_signal(signals, jobs.clone()));
+        drain_jobs(&jobs, Duration::from_secs(config.system.shutdown_timeout)).await;
         serving.cancel();
     };
     tokio::join!(
@@ -229,30 +259,89 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             acceptor,
             serving.clone()
         ),
-        stop_serving
+        shutdown
     );
     if let Some(reloads) = reloads {
         reloads.abort();
     }
-    tracing::info!("shutting down: stopping running backups and restores");
-    work.stop().await;
     if tokio::time::timeout(SESSIONS_CLOSE_GRACE, sessions.stop())
         .await
         .is_err()
     {
         tracing::warn!("websockets still open after {SESSIONS_CLOSE_GRACE:?}; closing them");
     }
+    services.stop().await;
     if let Some(notifier) = &notifier {
         notifier.deliver_before_exit().await;
     }
+    tracing::info!("stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
+/// Closes `jobs` to new work, lets the running ones end on their own for up to `grace`
+/// (`system.shutdown_timeout`), then cancels those left; returns once every job has ended
+/// and recorded how.
+async fn drain_jobs(jobs: &TaskGroup, grace: Duration) {
+    jobs.close();
+    let running = jobs.running();
+    if running == 0 {
+        tracing::info!("shutting down: no backup or restore is running");
+        return;
+    }
+    tracing::info!(
+        running,
+        "shutting down: new backups and restores are refused; waiting up to {} s \
+         (system.shutdown_timeout) for the running ones to finish",
+        grace.as_secs()
+    );
+    if tokio::time::timeout(grace, jobs.ended()).await.is_ok() {
+        tracing::info!("every running backup and restore has finished");
+        return;
+    }
+    tracing::warn!(
+        running = jobs.running(),
+        "system.shutdown_timeout ({} s) has passed: cancelling the backups and restores \
+         still running; each ends failed and is reported",
+        grace.as_secs()
+    );
+    jobs.stop().await;
+    tracing::info!("every cancelled backup and restore has recorded its end");
+}
+
+/// Waits for a second signal, then ends the process at once (see [`run`]).
+async fn exit_on_second_signal(mut signals: StopSignals, jobs: TaskGroup) {
+    signals.recv().await;
+    tracing::warn!(
+        running = jobs.running(),
+        "a second signal: exiting now without waiting; the next start marks the backups \
+         and restores cut off failed, reports them and removes what they left"
+    );
+    std::process::exit(FORCED_STOP_EXIT_CODE);
+}
+
+/// SIGTERM and SIGINT, listened for from start-up on: the first asks for a graceful stop, a
+/// second for an immediate one.
+struct StopSignals {
+    /// SIGTERM (systemd's stop, `kill`).
+    terminate: Signal,
+    /// SIGINT (Ctrl-C).
+    interrupt: Signal,
+}
+
+impl StopSignals {
+    /// Starts listening: from here on, these signals no longer kill the process.
+    fn listen() -> anyhow::Result<Self> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+        })
+    }
+
+    /// Waits for the next SIGTERM or SIGINT.
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
     }
 }

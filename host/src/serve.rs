@@ -22,8 +22,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-/// How long a stop waits for requests in flight before it cuts them: systemd sends SIGKILL
-/// 90 s after SIGTERM by default, and running backups still have to be stopped after this.
+/// How long a stop waits for requests in flight before it cuts them (a download, mostly):
+/// the daemon stops serving only after the running jobs' `system.shutdown_timeout`, and
+/// systemd sends SIGKILL 90 s after SIGTERM by default.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// How long the loop pauses when `accept` fails for want of descriptors or memory (what

@@ -24,6 +24,11 @@ pub mod wings;
 /// How long a test waits for a backup to end before it calls the daemon hung.
 pub const HANG_GUARD: Duration = Duration::from_secs(300);
 
+/// The daemon's log filter in every test: info, plus the request lines (method, URI,
+/// status; debug level), so that the check that no log line holds a JWT
+/// ([`assert_no_jwt_logged`]) covers the requests of the whole suite.
+pub const DAEMON_LOG_FILTER: &str = "info,aerie::request_log=debug,tower_http=debug";
+
 /// The target folder this test runs from (`target/debug`).
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable");
@@ -147,7 +152,7 @@ impl Node {
             .arg("--config")
             .arg(&config)
             .env("AERIE_ADAPTER_DIR", target_dir())
-            .env("AERIE_LOG", "info")
+            .env("AERIE_LOG", DAEMON_LOG_FILTER)
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))
             .spawn()
@@ -214,6 +219,9 @@ impl Node {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
+        for line in printed.lines() {
+            assert!(jwt_in(line).is_none(), "aerie printed a JWT: {line}");
+        }
         (code, printed)
     }
 
@@ -236,7 +244,8 @@ impl Default for Node {
     }
 }
 
-/// A running `aerie` process; killed when dropped.
+/// A running `aerie` process; killed when dropped, and then its log is checked: a line
+/// holding a JWT fails the test ([`assert_no_jwt_logged`]).
 pub struct Daemon {
     child: Child,
     /// `http://127.0.0.1:PORT`.
@@ -387,11 +396,48 @@ impl Daemon {
 
     /// Sends SIGTERM and waits for a clean exit; returns the exit code.
     pub fn stop(mut self) -> Option<i32> {
+        self.signal(libc::SIGTERM);
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+
+    /// Sends `signal` (SIGTERM, SIGINT) and returns at once.
+    pub fn signal(&self, signal: libc::c_int) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+            libc::kill(self.child.id() as libc::pid_t, signal);
         }
-        self.child.wait().ok().and_then(|s| s.code())
+    }
+
+    /// Waits until the daemon has exited and returns its exit code (`None` when a signal
+    /// ended it); fails the test, with the log, when it is still running after
+    /// [`HANG_GUARD`].
+    pub fn wait_for_exit(mut self) -> Option<i32> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for aerie") {
+                return status.code();
+            }
+            assert!(
+                start.elapsed() < HANG_GUARD,
+                "aerie still running {HANG_GUARD:?} after it was told to stop:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the daemon's log holds `text` (a line it writes when it reaches a
+    /// point); fails the test, with the log, after [`HANG_GUARD`].
+    pub fn wait_for_log(&self, text: &str) {
+        let start = Instant::now();
+        while !self.log().contains(text) {
+            assert!(
+                start.elapsed() < HANG_GUARD,
+                "no {text:?} in the log after {HANG_GUARD:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -399,7 +445,65 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A test that failed already says why; this check is for the ones that pass.
+        if !std::thread::panicking() {
+            assert_no_jwt_logged(&self.log);
+        }
     }
+}
+
+/// Fails the test when a line of the daemon log at `path` holds a JWT (a download link's
+/// token, a websocket token): no token may reach a log. Read line by line, so a long log
+/// costs no more memory than its longest line.
+pub fn assert_no_jwt_logged(path: &Path) {
+    let Ok(file) = std::fs::File::open(path) else {
+        return;
+    };
+    let mut log = BufReader::new(file);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match log.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&line);
+                if let Some(jwt) = jwt_in(&text) {
+                    panic!(
+                        "the daemon logged a JWT ({jwt}) in {}:\n{text}",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The first JWT in `text`, if any: `eyJ` (a JSON object's `{"` in base64url, how every
+/// JWT header starts), more base64url, a dot, and base64url again.
+pub fn jwt_in(text: &str) -> Option<&str> {
+    let base64url = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_';
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(found) = text[from..].find("eyJ") {
+        let start = from + found;
+        let header_end = start
+            + bytes[start..]
+                .iter()
+                .position(|b| !base64url(b))
+                .unwrap_or(bytes.len() - start);
+        let payload = bytes.get(header_end + 1..).unwrap_or_default();
+        if bytes.get(header_end) == Some(&b'.') && payload.first().is_some_and(base64url) {
+            let end = header_end
+                + 1
+                + payload
+                    .iter()
+                    .position(|b| !base64url(b) && *b != b'.')
+                    .unwrap_or(payload.len());
+            return Some(&text[start..end]);
+        }
+        from = start + 3;
+    }
+    None
 }
 
 /// `len` bytes that gzip cannot shrink (xorshift), the same on every run.
@@ -414,6 +518,10 @@ pub fn noise(len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// `system_extra` for a one-second `system.shutdown_timeout`: a stop cancels the jobs still
+/// running after it (a held or stalled one), rather than after the default minute.
+pub const SHORT_SHUTDOWN: &str = "  shutdown_timeout: 1\n";
 
 /// `system_extra` for a 1 MiB/s write limit: a backup of a few MB of [`noise`] then runs for
 /// seconds, long enough to be caught running.
@@ -467,5 +575,22 @@ pub fn skip_visibly(test: &str, why: &str) {
         {
             let _ = writeln!(log, "{line}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::jwt_in;
+
+    #[test]
+    fn a_jwt_is_found_wherever_it_is_and_nothing_else_is() {
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln_-";
+        assert_eq!(
+            jwt_in(&format!("uri=/download/backup?token={jwt} x")),
+            Some(jwt)
+        );
+        assert_eq!(jwt_in(jwt), Some(jwt));
+        assert_eq!(jwt_in("token=[redacted] eyJ eyJabc. eyJabc"), None);
+        assert_eq!(jwt_in("backup=2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e"), None);
     }
 }

@@ -1,7 +1,8 @@
 //! One-time download links and token dates, end to end: a used link stays used across a
 //! restart, a `HEAD` does not spend a link, a link whose backup cannot be opened stays good,
-//! two requests with one link do not both get the archive, and a token (link or websocket)
-//! whose `nbf` is in the future is refused.
+//! two requests with one link do not both get the archive, a token (link or websocket)
+//! whose `nbf` is in the future is refused, and a download's request line is logged
+//! without its token.
 
 use aerie_e2e::websocket::connect;
 use aerie_e2e::{fixture_library, new_uuid, noise, Daemon, Node};
@@ -77,6 +78,28 @@ fn a_used_link_stays_used_after_a_restart() {
     // Another link to the same backup still works.
     let fresh = download_token(&node, &uuid, "another", -300);
     assert_eq!(fetch(&daemon, Method::GET, &fresh).status(), 200);
+}
+
+#[test]
+fn a_download_request_is_logged_without_its_token() {
+    let node = node();
+    let daemon = node.start();
+    let uuid = backup(&daemon, "wings");
+    let token = download_token(&node, &uuid, "logged", -300);
+    assert_eq!(fetch(&daemon, Method::GET, &token).status(), 200);
+    let log = daemon.log();
+    let line = log
+        .lines()
+        .find(|line| line.contains("download started"))
+        .unwrap_or_else(|| panic!("no download line:\n{log}"));
+    assert!(
+        line.contains("uri=/download/backup?token=[redacted]"),
+        "the request line names the route, not the token: {line}"
+    );
+    assert!(!log.contains(&token), "the token is in the log:\n{log}");
+    // The signature alone is a credential's part too.
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(!log.contains(signature), "{log}");
 }
 
 #[test]

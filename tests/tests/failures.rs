@@ -140,7 +140,8 @@ fn a_backup_cut_off_by_a_crash_is_failed_and_cleaned_at_the_next_start() {
 fn a_clean_stop_aborts_running_backups() {
     let mut node = Node::new();
     busy_server(&node);
-    node.system_extra = SLOW_WRITES.into();
+    // No grace: the stop cancels the running backup at once.
+    node.system_extra = format!("{SLOW_WRITES}  shutdown_timeout: 0\n");
     let daemon = node.start();
     let uuid = new_uuid();
     daemon.start_backup(SERVER, "wings", &uuid, "");

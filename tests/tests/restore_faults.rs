@@ -13,7 +13,7 @@ use aerie_e2e::links::LOOPBACK_ALLOWED;
 use aerie_e2e::panel::PanelStandIn;
 use aerie_e2e::tree::{populate, snapshot};
 use aerie_e2e::websocket::completion_message;
-use aerie_e2e::{gnu_tar_gz, new_uuid, noise, Daemon, Node};
+use aerie_e2e::{gnu_tar_gz, new_uuid, noise, Daemon, Node, SHORT_SHUTDOWN};
 use rustix::fs::{self, Mode, OFlags};
 use serde_json::json;
 
@@ -151,7 +151,8 @@ fn a_server_root_that_is_a_symlink_is_no_server_and_its_target_is_untouched() {
 fn node_with_panel(panel: &PanelStandIn) -> Node {
     let mut node = Node::new();
     node.extra_config = format!("remote: {}\nremote_query:\n  timeout: 5\n", panel.url());
-    node.system_extra = LOOPBACK_ALLOWED.into();
+    // A stop cuts the endless restore after a second, not the default minute.
+    node.system_extra = format!("{LOOPBACK_ALLOWED}{SHORT_SHUTDOWN}");
     std::fs::write(node.server(SERVER).join("level.dat"), b"level").unwrap();
     node
 }

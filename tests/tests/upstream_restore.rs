@@ -11,7 +11,7 @@ use aerie_e2e::panel::PanelStandIn;
 use aerie_e2e::websocket::Frame;
 use aerie_e2e::wings::power::{Record, Stop};
 use aerie_e2e::wings::WingsStandIn;
-use aerie_e2e::{gnu_tar_gz, new_uuid, Daemon, Node, HANG_GUARD};
+use aerie_e2e::{gnu_tar_gz, new_uuid, Daemon, Node, HANG_GUARD, SHORT_SHUTDOWN};
 use serde_json::json;
 
 const SERVER: &str = "0b5c2d4e-6f80-4a1b-9c3d-5e7f90a1b2c3";
@@ -28,7 +28,9 @@ fn node(panel: &PanelStandIn, wings_url: &str, stop_timeout: u64) -> Node {
         "remote: {}\nremote_query:\n  timeout: 5\nupstream:\n  url: {wings_url}\n",
         panel.url()
     );
-    node.system_extra = format!("  backups:\n    restore_stop_timeout: {stop_timeout}\n");
+    // A stop cuts a restore still waiting for Wings after a second, not the default minute.
+    node.system_extra =
+        format!("{SHORT_SHUTDOWN}  backups:\n    restore_stop_timeout: {stop_timeout}\n");
     node
 }
 

@@ -64,31 +64,32 @@ impl Backups {
             progress.clone(),
         ));
         let stop_ticking = cancel.child_token();
-        let ticker = reporter.clone().tick(&self.tasks, stop_ticking.clone());
         let settings = self.settings;
         let job_reporter = reporter.clone();
         let job_server = server.clone();
         let job_adapter = adapter.clone();
-        let outcome = adapter
-            .run(move |_| {
-                // A panic in the pipeline still ends the job (failed, recorded, reported),
-                // rather than leaving it `running` until the next start.
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    make_backup(
-                        &job_adapter,
-                        &job_server,
-                        &request,
-                        &root,
-                        settings,
-                        &job_reporter,
-                        &cancel,
-                    )
-                }))
-                .unwrap_or_else(|_| Err(anyhow!("an internal error (a panic) stopped the backup")))
-            })
-            .await;
-        stop_ticking.cancel();
-        let _ = ticker.await;
+        let pipeline = adapter.run(move |_| {
+            // A panic in the pipeline still ends the job (failed, recorded, reported),
+            // rather than leaving it `running` until the next start.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                make_backup(
+                    &job_adapter,
+                    &job_server,
+                    &request,
+                    &root,
+                    settings,
+                    &job_reporter,
+                    &cancel,
+                )
+            }))
+            .unwrap_or_else(|_| Err(anyhow!("an internal error (a panic) stopped the backup")))
+        });
+        let pipeline = async {
+            let outcome = pipeline.await;
+            stop_ticking.cancel();
+            outcome
+        };
+        let (outcome, ()) = tokio::join!(pipeline, reporter.tick(stop_ticking.clone()));
         // The server is free again before anyone can see the backup has ended.
         drop(server_guard);
         let bytes_done = progress.bytes_done.load(Ordering::Relaxed);

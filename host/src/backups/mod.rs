@@ -57,6 +57,9 @@ pub enum StartError {
     /// The adapter could not say whether the backup is stored already.
     #[error("{0}")]
     Storage(StorageError),
+    /// The daemon is shutting down: running backups may finish, no new one starts.
+    #[error("{}", crate::api_error::SHUTTING_DOWN)]
+    ShuttingDown,
     /// Something on this side failed.
     #[error("The backup could not be started: {0}")]
     Internal(String),
@@ -183,14 +186,16 @@ pub struct Backups {
     metrics: Arc<Metrics>,
     /// Jobs running now, by backup uuid.
     running: Mutex<HashMap<String, RunningJob>>,
-    /// The daemon's tasks: every job runs as one of them, under a child token.
+    /// The daemon's jobs (backups and restores, one task each): every backup runs as one
+    /// of them, under a child token; closed when the daemon begins to shut down.
     tasks: TaskGroup,
 }
 
 impl Backups {
     /// The backups of this node, over `registry` and `adapters`, publishing to `events`,
     /// sharing servers through `locks`, reporting through `notifier`, counted in `metrics`
-    /// and running each job as one of `tasks`.
+    /// and running each job as one of `tasks` (a group that holds jobs only: a shutdown
+    /// waits for it).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         data_directory: PathBuf,
@@ -245,10 +250,7 @@ impl Backups {
         }
         // Held from here until the job is a tracked task: a shutdown that begins meanwhile
         // still waits for this job to end and record how.
-        let place = self
-            .tasks
-            .enter()
-            .ok_or_else(|| StartError::Internal("the daemon is shutting down".into()))?;
+        let place = self.tasks.enter().ok_or(StartError::ShuttingDown)?;
         let server_guard = self
             .locks
             .try_backup(server)
@@ -268,7 +270,9 @@ impl Backups {
             cancel: self.tasks.child_token(),
             ended: TaskTracker::new(),
         };
-        let span = tracing::info_span!("backup", backup = %request.uuid, server = %server);
+        // A root span: the job outlives the request that started it.
+        let span =
+            tracing::info_span!(parent: None, "backup", backup = %request.uuid, server = %server);
         let uuid = request.uuid.clone();
         let job = Job {
             server: server.to_string(),

@@ -1,14 +1,13 @@
 //! `backup progress` events for one backup: published when the pipeline has news, and on a
-//! timer (a task of the daemon) so a slow backup still shows it is alive.
+//! timer (run beside the pipeline, inside the job's own task) so a slow backup still shows
+//! it is alive.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tokio::task::JoinHandle;
-
 use crate::archive::Progress;
 use crate::events::{self, EventBus, ProgressGate, PROGRESS_EVERY};
-use crate::tasks::{CancellationToken, TaskGroup};
+use crate::tasks::CancellationToken;
 
 /// Publishes `backup progress` for one backup, as its [`ProgressGate`] allows.
 pub(super) struct ProgressReporter {
@@ -58,26 +57,20 @@ impl ProgressReporter {
         }
     }
 
-    /// Publishes on a timer, as one of `tasks`, until `stop` is cancelled; await the handle
-    /// to be sure the last event is out.
-    pub(super) fn tick(
-        self: Arc<Self>,
-        tasks: &TaskGroup,
-        stop: CancellationToken,
-    ) -> JoinHandle<()> {
-        tasks.spawn(async move {
-            let mut interval = tokio::time::interval(PROGRESS_EVERY);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = interval.tick() => {
-                        if self.gate.opened() {
-                            self.publish();
-                        }
+    /// Publishes on a timer until `stop` is cancelled. The job awaits it beside its
+    /// pipeline, so that the job stays one task and its last event is out when it ends.
+    pub(super) async fn tick(&self, stop: CancellationToken) {
+        let mut interval = tokio::time::interval(PROGRESS_EVERY);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {
+                    if self.gate.opened() {
+                        self.publish();
                     }
-                    () = stop.cancelled() => break,
                 }
+                () = stop.cancelled() => break,
             }
-        })
+        }
     }
 }

@@ -308,7 +308,7 @@ async fn a_shutdown_ends_a_running_job_as_failed_before_it_returns() {
         .start("fixture", "2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e")
         .await;
     assert!(
-        matches!(&refused, Err(StartError::Internal(m)) if m == "the daemon is shutting down"),
+        matches!(&refused, Err(StartError::ShuttingDown)),
         "{refused:?}"
     );
 }

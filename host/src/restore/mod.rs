@@ -71,6 +71,9 @@ pub enum RestoreError {
     /// The adapters could not say where the backup is.
     #[error("{0}")]
     Storage(crate::backups::LocateError),
+    /// The daemon is shutting down: running restores may finish, no new one starts.
+    #[error("{}", crate::api_error::SHUTTING_DOWN)]
+    ShuttingDown,
     /// Something on this side failed.
     #[error("The restore could not be started: {0}")]
     Internal(String),
@@ -128,12 +131,14 @@ pub struct Restores {
     settings: RestoreSettings,
     /// Counts every restore: started, how it ended, bytes, duration.
     metrics: Arc<Metrics>,
-    /// The daemon's tasks: every restore runs as one of them, under a child token.
+    /// The daemon's jobs (backups and restores, one task each): every restore runs as one
+    /// of them, under a child token; closed when the daemon begins to shut down.
     tasks: TaskGroup,
 }
 
 impl Restores {
-    /// The restores of this node, counted in `metrics`, each running as one of `tasks`.
+    /// The restores of this node, counted in `metrics`, each running as one of `tasks` (a
+    /// group that holds jobs only: a shutdown waits for it).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         locks: Arc<ServerLocks>,
@@ -174,10 +179,7 @@ impl Restores {
         let (server, uuid): (&str, &str) = (server, uuid);
         // Held until the restore is a tracked task: a shutdown that begins meanwhile still
         // waits for it to end and report how.
-        let place = self
-            .tasks
-            .enter()
-            .ok_or_else(|| RestoreError::Internal("the daemon is shutting down".into()))?;
+        let place = self.tasks.enter().ok_or(RestoreError::ShuttingDown)?;
         let guard = self.locks.try_restore(server).map_err(|busy| match busy {
             Activity::Restore => RestoreError::Busy("another restore"),
             Activity::Backups(_) => RestoreError::Busy("a backup"),
@@ -205,7 +207,8 @@ impl Restores {
         self.registry
             .begin_restore(uuid, server)
             .map_err(|e| RestoreError::Internal(format!("{e:#}")))?;
-        let span = tracing::info_span!("restore", backup = %uuid, server = %server);
+        // A root span: the job outlives the request that started it.
+        let span = tracing::info_span!(parent: None, "restore", backup = %uuid, server = %server);
         let this = self.clone();
         let (server, uuid) = (server.to_string(), uuid.to_string());
         let cancel = self.tasks.child_token();
