@@ -26,6 +26,7 @@ pub mod tasks;
 mod test_skips;
 pub mod tls;
 pub mod upstream;
+pub mod verify;
 pub mod wings_text;
 
 use std::sync::Arc;
@@ -46,6 +47,7 @@ use crate::restore::fetch::FetchPolicy;
 use crate::restore::{RestoreSettings, Restores};
 use crate::tasks::TaskGroup;
 use crate::upstream::Wings;
+use crate::verify::Verifications;
 
 /// How long the websockets may take, at shutdown, to send their last events and close: a
 /// client that stopped reading must not hold the exit.
@@ -137,8 +139,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         work.clone(),
     ));
+    let verifications = Arc::new(Verifications::new(
+        backups.clone(),
+        registry.clone(),
+        events.clone(),
+        work.clone(),
+    ));
     backups.recover_interrupted().await?;
     restores.recover_interrupted()?;
+    if let Some(every) = config.verify_interval() {
+        work.spawn(verify::periodic::run(
+            verifications.clone(),
+            every,
+            config.verify_read_limit_bytes(),
+            work.child_token(),
+        ));
+    }
     if let Some(notifier) = &notifier {
         notifier.wake();
     }
@@ -149,6 +165,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         token: config.token.clone(),
         backups: backups.clone(),
         restores: restores.clone(),
+        verifications,
         locks,
         downloads: Downloads::new(config.token.clone(), backups.clone(), registry.clone()),
         registry,
