@@ -149,19 +149,22 @@ impl Verifications {
             .map_err(internal)?
             .ok_or(VerifyError::NotFound)?;
         let recorded = record.filter(|r| r.state == State::Completed);
+        // The registry's record when there is one, else what the storage says of itself
+        // (the S3 adapter's sidecar holds the SHA-1; a plain file has none).
+        let size = recorded.as_ref().and_then(|r| r.size).unwrap_or(info.size);
         let expected = Expected {
             sha1: recorded
                 .as_ref()
                 .and_then(|r| r.checksum.clone())
                 .or(info.sha1),
-            size: Some(recorded.as_ref().and_then(|r| r.size).unwrap_or(info.size)),
+            size: Some(size),
         };
         // Held until the job is a tracked task: a stop that begins meanwhile waits for it.
         let place = self.tasks.enter().ok_or(VerifyError::ShuttingDown)?;
         let running = Arc::new(Running {
             server: server.to_string(),
             bytes: AtomicU64::new(0),
-            total: info.size,
+            total: size,
         });
         {
             let mut all = self.running.lock().expect("verify lock");
