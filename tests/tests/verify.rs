@@ -230,31 +230,10 @@ fn an_unknown_backup_is_404_and_a_known_one_never_verified_is_404_saying_so() {
 
 #[test]
 fn the_post_returns_while_the_archive_is_still_being_read_and_a_second_is_409() {
-    let mut node = Node::new();
-    populate(&node);
-    let store = node.dir.path().join("fixture-store");
-    std::fs::create_dir_all(&store).unwrap();
-    node.plugins = Some(format!(
-        "adapters:\n  - name: fixture\n    library: {}\n    config:\n      directory: {}\n",
-        fixture_library().display(),
-        store.display()
-    ));
+    let (node, store) = fixture_node();
     let daemon = node.start();
     let (uuid, size) = completed_backup(&daemon, "fixture");
-    // The stored archive becomes a FIFO: the adapter's `open` waits until this test opens
-    // the write end, and reads what the test writes. The verification is held there, with
-    // no timer, until the test lets it go.
-    let archive = store.join(format!("{uuid}.tar.gz"));
-    let bytes = std::fs::read(&archive).unwrap();
-    std::fs::remove_file(&archive).unwrap();
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &archive,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap();
+    let bytes = hold_archive(&store, &uuid);
 
     // A route that held the request until the end would never answer: the client's
     // timeout would fail the test.
@@ -273,15 +252,91 @@ fn the_post_returns_while_the_archive_is_still_being_read_and_a_second_is_409() 
         "This backup is being verified already; GET this address to follow it."
     );
 
-    let mut writer = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&archive)
-        .unwrap();
-    writer.write_all(&bytes).unwrap();
-    drop(writer);
+    release_archive(&store, &uuid, &bytes);
     let result = wait_verified(&daemon, &uuid)["result"].clone();
     assert_eq!(result["ok"], true, "{result}\n{}", daemon.log());
     assert_eq!(result["bytes"], size, "{result}");
+}
+
+/// A node whose adapter is the fixture, storing into `<node>/fixture-store`.
+fn fixture_node() -> (Node, std::path::PathBuf) {
+    let mut node = Node::new();
+    populate(&node);
+    let store = node.dir.path().join("fixture-store");
+    std::fs::create_dir_all(&store).unwrap();
+    node.plugins = Some(format!(
+        "adapters:\n  - name: fixture\n    library: {}\n    config:\n      directory: {}\n",
+        fixture_library().display(),
+        store.display()
+    ));
+    (node, store)
+}
+
+/// Puts a FIFO in the place of the fixture's archive of `uuid` and returns the archive's
+/// bytes: the adapter's `open` then waits until the test opens the write end, and reads
+/// what the test writes, so a verification is held there with no timer.
+fn hold_archive(store: &Path, uuid: &str) -> Vec<u8> {
+    let archive = store.join(format!("{uuid}.tar.gz"));
+    let bytes = std::fs::read(&archive).unwrap();
+    std::fs::remove_file(&archive).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &archive,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    bytes
+}
+
+/// Writes `bytes` into the held archive of `uuid` (waiting until its reader is there) and
+/// closes it.
+fn release_archive(store: &Path, uuid: &str, bytes: &[u8]) {
+    let archive = store.join(format!("{uuid}.tar.gz"));
+    let mut writer = std::fs::OpenOptions::new()
+        .write(true)
+        .open(archive)
+        .unwrap();
+    writer.write_all(bytes).unwrap();
+}
+
+#[test]
+fn two_verifications_read_at_once_and_a_third_waits_for_a_place() {
+    let (node, store) = fixture_node();
+    let daemon = node.start();
+    let backups: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|_| {
+            let (uuid, _) = completed_backup(&daemon, "fixture");
+            let bytes = hold_archive(&store, &uuid);
+            (uuid, bytes)
+        })
+        .collect();
+    for (uuid, _) in &backups {
+        assert_eq!(post_verify(&daemon, uuid).status, 202);
+    }
+    let [(first, first_bytes), (second, second_bytes), (third, third_bytes)] = &backups[..] else {
+        unreachable!()
+    };
+    // The first two hold both places. The third gets one only when the first has ended,
+    // so its reader comes after (the opens of the write ends wait for the readers).
+    release_archive(&store, first, first_bytes);
+    assert_eq!(wait_verified(&daemon, first)["result"]["ok"], true);
+    release_archive(&store, third, third_bytes);
+    assert_eq!(wait_verified(&daemon, third)["result"]["ok"], true);
+    release_archive(&store, second, second_bytes);
+    assert_eq!(wait_verified(&daemon, second)["result"]["ok"], true);
+    let log = daemon.log();
+    let at = |uuid: &str, what: &str| {
+        log.lines()
+            .position(|l| l.contains(uuid) && l.contains(what))
+            .unwrap_or_else(|| panic!("no {what:?} line for {uuid}:\n{log}"))
+    };
+    assert!(
+        at(third, "verification started") > at(first, "verification passed"),
+        "the third verification started before a place was free:\n{log}"
+    );
+    assert!(at(second, "verification started") < at(first, "verification passed"));
 }
 
 #[test]

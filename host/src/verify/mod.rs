@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::Serialize;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -101,7 +102,14 @@ pub struct Verifications {
     running: Mutex<HashMap<String, Arc<Running>>>,
     /// The daemon's tasks: every verification runs as one of them, under a child token.
     tasks: TaskGroup,
+    /// Places for verifications reading at once ([`MAX_READING`]); the others wait.
+    slots: Semaphore,
 }
+
+/// Verifications that read at once. Each is one sequential stream from storage; more at a
+/// time would only make them compete for the same disk or link, and a client could
+/// otherwise start one blocking thread per stored backup.
+const MAX_READING: usize = 2;
 
 impl Verifications {
     /// The verifications of this node, reading through `backups`, keeping results in
@@ -118,6 +126,7 @@ impl Verifications {
             events,
             running: Mutex::new(HashMap::new()),
             tasks,
+            slots: Semaphore::new(MAX_READING),
         }
     }
 
@@ -236,6 +245,15 @@ impl Verifications {
     /// thread, then the result recorded, logged and published; a cancelled one concludes
     /// nothing.
     async fn run(self: Arc<Self>, job: Job) {
+        // Queued (shown as running with nothing read) until one of the slots is free.
+        let _slot = tokio::select! {
+            slot = self.slots.acquire() => slot.expect("the slots are never closed"),
+            () = job.cancel.cancelled() => {
+                tracing::info!("verification cancelled before it started: the daemon is shutting down");
+                self.running.lock().expect("verify lock").remove(&job.uuid);
+                return;
+            }
+        };
         tracing::info!(adapter = %job.adapter.name, size = job.running.total, "verification started");
         let started = Instant::now();
         let events = self.events.clone();
