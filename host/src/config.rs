@@ -262,6 +262,13 @@ pub struct Backups {
     /// stands in front of Wings (Wings' own `WaitForStop` allows 120).
     #[serde(default = "default_restore_stop_timeout")]
     pub restore_stop_timeout: u64,
+    /// Seconds between periodic verifications (each re-reads the least recently verified
+    /// backup); 0 or unset means off.
+    #[serde(default)]
+    pub verify_interval: Option<u64>,
+    /// Archive bytes per second a periodic verification reads, in MiB; 0 means unlimited.
+    #[serde(default = "default_verify_read_limit")]
+    pub verify_read_limit: u64,
 }
 
 impl Default for Backups {
@@ -273,8 +280,16 @@ impl Default for Backups {
             restore_host_allowlist: Vec::new(),
             restore_max_bytes: None,
             restore_stop_timeout: default_restore_stop_timeout(),
+            verify_interval: None,
+            verify_read_limit: default_verify_read_limit(),
         }
     }
+}
+
+/// A tenth of a spinning disk's sequential read (about 160 MiB/s): a verification in the
+/// background never crowds out the game servers' own reads; 10 GiB take about 10 minutes.
+fn default_verify_read_limit() -> u64 {
+    16
 }
 
 fn default_restore_stop_timeout() -> u64 {
@@ -389,6 +404,10 @@ impl Config {
                 self.system.backups.write_limit,
             ),
             ("system.backup_write_limit", self.system.backup_write_limit),
+            (
+                "system.backups.verify_read_limit",
+                Some(self.system.backups.verify_read_limit),
+            ),
         ] {
             if mib.is_some_and(|mib| mib.checked_mul(MIB).is_none()) {
                 bail!(
@@ -449,6 +468,22 @@ impl Config {
             .backups
             .restore_max_bytes
             .filter(|&bytes| bytes > 0)
+    }
+
+    /// How often a backup is verified in the background, if at all.
+    pub fn verify_interval(&self) -> Option<std::time::Duration> {
+        self.system
+            .backups
+            .verify_interval
+            .filter(|&seconds| seconds > 0)
+            .map(std::time::Duration::from_secs)
+    }
+
+    /// The periodic verification's read limit in bytes per second, if any.
+    pub fn verify_read_limit_bytes(&self) -> Option<u64> {
+        Some(self.system.backups.verify_read_limit)
+            .filter(|&mib| mib > 0)
+            .map(|mib| mib.saturating_mul(MIB))
     }
 
     /// The write limit in bytes per second, if any (`backups.write_limit` wins over the older
@@ -635,6 +670,25 @@ mod tests {
             err.to_string().starts_with("system.shutdown_timeout:"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn periodic_verification_is_off_unless_set_and_its_read_limit_defaults() {
+        let config = Config::parse("token: x\n").unwrap();
+        assert_eq!(config.verify_interval(), None);
+        assert_eq!(config.verify_read_limit_bytes(), Some(16 * MIB));
+        let config = Config::parse(
+            "token: x\nsystem:\n  backups:\n    verify_interval: 86400\n    verify_read_limit: 0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.verify_interval(),
+            Some(std::time::Duration::from_secs(86400))
+        );
+        assert_eq!(config.verify_read_limit_bytes(), None);
+        let config =
+            Config::parse("token: x\nsystem:\n  backups:\n    verify_interval: 0\n").unwrap();
+        assert_eq!(config.verify_interval(), None);
     }
 
     #[test]

@@ -32,6 +32,7 @@ use crate::serve::ConnectionSlot;
 use crate::tasks::TaskGroup;
 use crate::upstream::proxy::{self, Proxy};
 use crate::upstream::{socket, Wings};
+use crate::verify::{Verifications, VerifyError};
 use crate::wings_text;
 
 /// The largest JSON body read: a backup request's `ignore` list or a restore's
@@ -56,6 +57,8 @@ pub struct AppState {
     pub backups: Arc<Backups>,
     /// The restores of this node.
     pub restores: Arc<Restores>,
+    /// Verifications of stored backups.
+    pub verifications: Arc<Verifications>,
     /// Which servers are busy with a backup or a restore.
     pub locks: Arc<ServerLocks>,
     /// Download links.
@@ -119,6 +122,18 @@ fn failed(err: anyhow::Error) -> ApiError {
     ApiError::internal(format!("{err:#}"))
 }
 
+impl From<VerifyError> for ApiError {
+    fn from(err: VerifyError) -> Self {
+        let status = match err {
+            VerifyError::NotFound | VerifyError::NeverVerified => StatusCode::NOT_FOUND,
+            VerifyError::AlreadyRunning | VerifyError::StillBeingMade => StatusCode::CONFLICT,
+            VerifyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            VerifyError::Internal(_) => return ApiError::internal(err),
+        };
+        ApiError::new(status, err.to_string())
+    }
+}
+
 fn backup_not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, wings_text::BACKUP_NOT_FOUND)
 }
@@ -145,6 +160,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/servers/{server}/backups", get(list_backups))
         .route("/api/backups", get(list_all_backups))
         .route("/api/backups/{uuid}", get(find_backup))
+        .route(
+            "/api/servers/{server}/backups/{uuid}/verify",
+            post(start_verify).get(verify_status),
+        )
         .route("/api/notifications", get(list_notifications))
         .route("/api/notifications/{id}", delete(drop_notification))
         .route("/metrics", get(metrics));
@@ -370,6 +389,32 @@ async fn backup_status(
         Ok(None) => Err(backup_not_found()),
         Err(err) => Err(ApiError::internal(format!("{err:#}"))),
     }
+}
+
+/// `POST /api/servers/{server}/backups/{uuid}/verify`: 202 once the verification runs; the
+/// archive is read back in the background (an aerie addition).
+async fn start_verify(
+    State(state): State<Arc<AppState>>,
+    server: ExistingServer,
+    BackupPath(uuid): BackupPath,
+) -> Result<Response, ApiError> {
+    state.verifications.start(&server.id, &uuid, None).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"state": "running"})),
+    )
+        .into_response())
+}
+
+/// `GET /api/servers/{server}/backups/{uuid}/verify`: the running verification's progress,
+/// or the last one's result (an aerie addition).
+async fn verify_status(
+    State(state): State<Arc<AppState>>,
+    server: ExistingServer,
+    BackupPath(uuid): BackupPath,
+) -> Result<Response, ApiError> {
+    let status = state.verifications.status(&server.id, &uuid).await?;
+    Ok(Json(status).into_response())
 }
 
 /// `GET /api/servers/{server}/backups`: the server's backups, the registry's merged with

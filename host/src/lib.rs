@@ -28,6 +28,7 @@ pub mod tasks;
 mod test_skips;
 pub mod tls;
 pub mod upstream;
+pub mod verify;
 pub mod wings_text;
 
 use std::sync::Arc;
@@ -50,6 +51,7 @@ use crate::restore::fetch::FetchPolicy;
 use crate::restore::{RestoreSettings, Restores};
 use crate::tasks::{CancellationToken, TaskGroup};
 use crate::upstream::Wings;
+use crate::verify::Verifications;
 
 /// How long the websockets may take, at shutdown, to send their last events and close: a
 /// client that stopped reading must not hold the exit.
@@ -174,8 +176,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics.clone(),
         jobs.clone(),
     ));
+    // Verifications only read: they are not waited for at shutdown but cancelled with the
+    // other services.
+    let verifications = Arc::new(Verifications::new(
+        backups.clone(),
+        registry.clone(),
+        events.clone(),
+        metrics.clone(),
+        services.clone(),
+    ));
     backups.recover_interrupted().await?;
     restores.recover_interrupted()?;
+    if let Some(every) = config.verify_interval() {
+        services.spawn(verify::periodic::run(
+            verifications.clone(),
+            every,
+            config.verify_read_limit_bytes(),
+            services.child_token(),
+        ));
+    }
     if let Some(notifier) = &notifier {
         notifier.wake();
     }
@@ -186,6 +205,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         token: config.token.clone(),
         backups: backups.clone(),
         restores: restores.clone(),
+        verifications,
         locks,
         downloads: Downloads::new(config.token.clone(), backups.clone(), registry.clone()),
         registry,

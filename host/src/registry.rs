@@ -368,10 +368,13 @@ impl Registry {
         .map(drop)
     }
 
-    /// Forgets a backup (after it was deleted).
+    /// Forgets a backup (after it was deleted), and its last verification.
     pub fn remove(&self, uuid: &str) -> anyhow::Result<()> {
-        self.with(|c| c.execute("DELETE FROM backups WHERE uuid = ?1", [uuid]))
-            .map(drop)
+        self.with(|c| {
+            c.execute("DELETE FROM backups WHERE uuid = ?1", [uuid])?;
+            c.execute("DELETE FROM verifications WHERE uuid = ?1", [uuid])
+        })
+        .map(drop)
     }
 
     /// The backup with this uuid.
@@ -484,11 +487,32 @@ CREATE TABLE IF NOT EXISTS restores (
 );
 ";
 
+/// The last verification of each backup (stored archives re-read and checked), so that
+/// periodic verification can take the least recently verified one and a result outlives a
+/// restart. Keyed by backup uuid: an archive the registry never recorded can be verified too.
+const VERIFICATIONS_SCHEMA: &str = "
+CREATE TABLE verifications (
+    uuid             TEXT PRIMARY KEY,
+    server           TEXT NOT NULL,
+    verified_at      INTEGER NOT NULL,
+    ok               INTEGER NOT NULL,
+    checksum_matches INTEGER NOT NULL,
+    entries          INTEGER NOT NULL,
+    bytes            INTEGER NOT NULL,
+    error            TEXT
+);
+";
+
 /// The registry's schema, one step per version: step `i` brings a database whose
 /// `PRAGMA user_version` is `i` to `i + 1`. Steps are only ever appended; a released step
 /// is never edited. The first three say `IF NOT EXISTS` because databases made before the
 /// schema had a version hold some of their tables at version 0.
-const MIGRATIONS: [&str; 3] = [SCHEMA, DOWNLOAD_IDS_SCHEMA, RESTORES_SCHEMA];
+const MIGRATIONS: [&str; 4] = [
+    SCHEMA,
+    DOWNLOAD_IDS_SCHEMA,
+    RESTORES_SCHEMA,
+    VERIFICATIONS_SCHEMA,
+];
 
 /// Brings the database's schema to the newest version, one step per transaction; refuses a
 /// database made by a newer aerie rather than guess at its tables.
@@ -570,6 +594,92 @@ impl Registry {
                 })
             })?;
             rows.collect()
+        })
+    }
+}
+
+/// The last verification of one backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerificationRecord {
+    /// The backup verified.
+    pub uuid: String,
+    /// Its server.
+    pub server: String,
+    /// When the verification ended, in Unix seconds.
+    pub verified_at: i64,
+    /// The archive was whole and sound.
+    pub ok: bool,
+    /// Its SHA-1 matched the recorded one.
+    pub checksum_matches: bool,
+    /// Tar entries walked.
+    pub entries: u64,
+    /// Archive bytes read.
+    pub bytes: u64,
+    /// What was wrong, when not `ok`.
+    pub error: Option<String>,
+}
+
+impl Registry {
+    /// Keeps `record` as its backup's last verification (replacing an older one).
+    pub fn record_verification(&self, record: &VerificationRecord) -> anyhow::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO verifications
+                 (uuid, server, verified_at, ok, checksum_matches, entries, bytes, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    record.uuid,
+                    record.server,
+                    record.verified_at,
+                    record.ok,
+                    record.checksum_matches,
+                    record.entries as i64,
+                    record.bytes as i64,
+                    record.error,
+                ],
+            )
+        })
+        .map(drop)
+    }
+
+    /// The last verification of backup `uuid`, if it was ever verified.
+    pub fn verification(&self, uuid: &str) -> anyhow::Result<Option<VerificationRecord>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT uuid, server, verified_at, ok, checksum_matches, entries, bytes, error
+                 FROM verifications WHERE uuid = ?1",
+                [uuid],
+                |row| {
+                    Ok(VerificationRecord {
+                        uuid: row.get(0)?,
+                        server: row.get(1)?,
+                        verified_at: row.get(2)?,
+                        ok: row.get(3)?,
+                        checksum_matches: row.get(4)?,
+                        entries: row.get::<_, i64>(5)? as u64,
+                        bytes: row.get::<_, i64>(6)? as u64,
+                        error: row.get(7)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    /// The completed backup verified least recently, as `(uuid, server)`: one never
+    /// verified first (the oldest of those), then the one whose last verification is oldest.
+    pub fn least_recently_verified(&self) -> anyhow::Result<Option<(String, String)>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT b.uuid, b.server FROM backups b
+                 LEFT JOIN verifications v ON v.uuid = b.uuid
+                 WHERE b.state = 'completed'
+                 ORDER BY v.verified_at IS NOT NULL, v.verified_at, b.started_at, b.rowid
+                 LIMIT 1",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
         })
     }
 }
@@ -732,6 +842,54 @@ mod tests {
             .unwrap();
         assert_eq!(kept, vec!["b"]);
         assert!(!registry.download_id_used("a", 100).unwrap());
+    }
+
+    #[test]
+    fn the_least_recently_verified_completed_backup_comes_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        for uuid in ["old", "new", "running"] {
+            registry.reserve(uuid, "s1", "wings").unwrap();
+        }
+        registry.complete("old", "abc", 1, 1, None).unwrap();
+        registry.complete("new", "def", 1, 1, None).unwrap();
+        let verified = |uuid: &str, at: i64| VerificationRecord {
+            uuid: uuid.into(),
+            server: "s1".into(),
+            verified_at: at,
+            ok: true,
+            checksum_matches: true,
+            entries: 3,
+            bytes: 1,
+            error: None,
+        };
+        // Never verified first, oldest first; a running backup never.
+        assert_eq!(
+            registry.least_recently_verified().unwrap(),
+            Some(("old".into(), "s1".into()))
+        );
+        registry.record_verification(&verified("old", 100)).unwrap();
+        assert_eq!(
+            registry.least_recently_verified().unwrap().unwrap().0,
+            "new"
+        );
+        registry.record_verification(&verified("new", 200)).unwrap();
+        assert_eq!(
+            registry.least_recently_verified().unwrap().unwrap().0,
+            "old"
+        );
+        registry.record_verification(&verified("old", 300)).unwrap();
+        assert_eq!(
+            registry.least_recently_verified().unwrap().unwrap().0,
+            "new"
+        );
+        assert_eq!(
+            registry.verification("old").unwrap(),
+            Some(verified("old", 300))
+        );
+        // Deleting a backup forgets its verification.
+        registry.remove("old").unwrap();
+        assert_eq!(registry.verification("old").unwrap(), None);
     }
 
     #[test]

@@ -403,7 +403,6 @@ fn an_unreachable_daemon_exits_3_with_one_line_naming_its_address() {
 }
 
 #[test]
-#[ignore = "needs the verify route (branch verify)"]
 fn verify_says_whether_a_stored_backup_is_still_good() {
     let node = Node::new();
     server_with_files(&node);

@@ -103,3 +103,22 @@ pub fn restore_progress(uuid: &str, bytes_done: u64, bytes_total: Option<u64>) -
 pub fn restoring_entry(path: &Path) -> Event {
     Event::transient("daemon message", format!("(restoring): {}", path.display()))
 }
+
+/// `backup verify progress`: `{"uuid","bytes_done","bytes_total"}`, archive bytes read back
+/// from storage of its recorded size (new in aerie).
+pub fn verify_progress(uuid: &str, bytes_done: u64, bytes_total: u64) -> Event {
+    Event::progress(
+        "backup verify progress",
+        uuid,
+        json!({"uuid": uuid, "bytes_done": bytes_done, "bytes_total": bytes_total}).to_string(),
+    )
+}
+
+/// `backup verify completed`: `{"uuid","result"}`, `result` as the verify route shows it
+/// (new in aerie).
+pub fn verify_completed(uuid: &str, result: &impl serde::Serialize) -> Event {
+    Event::new(
+        "backup verify completed",
+        json!({"uuid": uuid, "result": result}).to_string(),
+    )
+}

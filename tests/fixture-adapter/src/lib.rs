@@ -6,7 +6,9 @@
 //! fails as a storage outage would, so tests can watch a transient failure. While a
 //! `<backup>.hold` FIFO exists, `begin_backup` waits on it: it opens it (so the test's open
 //! of the write end returns once the backup is there) and reads it to its end (so the
-//! backup goes on when the test closes it), which holds a job running without timers.
+//! backup goes on when the test closes it), which holds a job running without timers. A
+//! FIFO put in a stored archive's place holds whoever reads it (`open` at offset 0) the same
+//! way, until the test writes the archive into it.
 //! While a `<backup>.writes` file exists, the sink logs to it when each write arrived, so
 //! a test can check the rate the adapter received bytes at.
 //! `broken: true` makes every `stat` and `list` fail (not as NOT_FOUND), as a storage that
@@ -191,8 +193,11 @@ impl Adapter for FixtureAdapter {
         }
         let path = self.directory.join(format!("{backup}.tar.gz"));
         let mut file = File::open(&path).map_err(|e| AdapterError::io(path.display(), &e))?;
-        file.seek(SeekFrom::Start(offset))
-            .map_err(|e| AdapterError::io(path.display(), &e))?;
+        // Not at 0: a test may put a FIFO in the archive's place, which cannot seek.
+        if offset > 0 {
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|e| AdapterError::io(path.display(), &e))?;
+        }
         Ok(FileSource(file))
     }
 

@@ -60,7 +60,7 @@ mod budget;
 mod dirs;
 mod entry;
 mod sys;
-mod tar_stream;
+pub(crate) mod tar_stream;
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -347,7 +347,7 @@ fn shown(name: &[u8]) -> String {
 
 /// A modification time.
 #[derive(Debug, Clone, Copy)]
-struct Mtime {
+pub(crate) struct Mtime {
     secs: i64,
     nanos: u32,
 }

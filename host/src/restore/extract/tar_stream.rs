@@ -33,7 +33,7 @@ const BLOCK: u64 = 512;
 
 /// Why the stream could not give the next entry.
 #[derive(Debug)]
-pub(super) enum StreamError {
+pub(crate) enum StreamError {
     /// Reading failed, or the archive is malformed.
     Io(io::Error),
     /// A long name, PAX header or sparse map is over its limit.
@@ -60,14 +60,14 @@ fn invalid(message: impl Into<String>) -> io::Error {
 /// Where a sparse file's data goes: `length` bytes of the archive's data at `offset` in the
 /// file; the rest of the file is holes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Extent {
+pub(crate) struct Extent {
     pub offset: u64,
     pub length: u64,
 }
 
 /// A sparse file's layout.
 #[derive(Debug)]
-pub(super) struct Sparse {
+pub(crate) struct Sparse {
     /// Its data regions, in order, not overlapping.
     pub extents: Vec<Extent>,
     /// Its length, holes included.
@@ -75,7 +75,7 @@ pub(super) struct Sparse {
 }
 
 /// One entry: its header and what the extension headers before it said.
-pub(super) struct Entry {
+pub(crate) struct Entry {
     /// Its own header block (type, mode, mtime).
     pub header: tar::Header,
     /// Its path as the archive has it (at most `MAX_NAME_BYTES`).
@@ -109,7 +109,7 @@ struct Pax {
 }
 
 /// Reads entries off a tar stream, one at a time.
-pub(super) struct TarReader<R> {
+pub(crate) struct TarReader<R> {
     inner: R,
     /// Data of the current entry not read yet.
     unread: u64,
@@ -118,7 +118,7 @@ pub(super) struct TarReader<R> {
 }
 
 impl<R: Read> TarReader<R> {
-    pub(super) fn new(inner: R) -> Self {
+    pub(crate) fn new(inner: R) -> Self {
         Self {
             inner,
             unread: 0,
@@ -127,7 +127,7 @@ impl<R: Read> TarReader<R> {
     }
 
     /// The stream after the end-of-archive block.
-    pub(super) fn into_inner(self) -> R {
+    pub(crate) fn into_inner(self) -> R {
         self.inner
     }
 
@@ -139,7 +139,7 @@ impl<R: Read> TarReader<R> {
 
     /// The next entry, or `None` at the end of the archive (a zero block, or the end of the
     /// stream at a block boundary, as the `tar` crate and GNU tar accept).
-    pub(super) fn next_entry(&mut self) -> Result<Option<Entry>, StreamError> {
+    pub(crate) fn next_entry(&mut self) -> Result<Option<Entry>, StreamError> {
         let mut long_name: Option<Vec<u8>> = None;
         let mut long_link: Option<Vec<u8>> = None;
         let mut pax = Pax::default();
