@@ -108,8 +108,12 @@
 pub mod abi;
 mod error;
 mod forward;
+#[cfg(feature = "helpers")]
+pub mod helpers;
 pub mod host;
 mod plugin;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod types;
 
 pub use error::{AdapterError, ErrorKind};
