@@ -80,7 +80,7 @@ fn a_library_that_breaks_a_promise_fails_with_that_case_named() {
     let failed: Vec<&str> = stdout.lines().filter(|l| l.starts_with("FAIL ")).collect();
     assert_eq!(
         failed,
-        ["FAIL abort_leaves_nothing: stat after abort: succeeded, wanted a not found error"],
+        ["FAIL abort_leaves_nothing: stat after abort: succeeded, wanted an error of kind not found"],
         "{stdout}"
     );
     assert!(stderr.contains("failed 1 of 12 cases"), "{stderr}");

@@ -156,11 +156,14 @@ pub(super) fn expect_kind<T>(
     match result {
         Err(err) if err.kind == kind => Ok(()),
         Err(err) => Err(format!(
-            "{what}: wanted a {} error, got {}",
+            "{what}: wanted an error of kind {}, got {}",
             kind.name(),
             describe(&err)
         )),
-        Ok(_) => Err(format!("{what}: succeeded, wanted a {} error", kind.name())),
+        Ok(_) => Err(format!(
+            "{what}: succeeded, wanted an error of kind {}",
+            kind.name()
+        )),
     }
 }
 

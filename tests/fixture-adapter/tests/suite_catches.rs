@@ -44,6 +44,6 @@ fn an_abort_that_keeps_the_backup_fails_abort_leaves_nothing_only() {
     assert_eq!(report.failed(), ["abort_leaves_nothing"], "{report}");
     assert_eq!(
         failure(&report, "abort_leaves_nothing"),
-        "stat after abort: succeeded, wanted a not found error"
+        "stat after abort: succeeded, wanted an error of kind not found"
     );
 }
