@@ -22,9 +22,13 @@ pub mod abi;
 mod error;
 mod forward;
 pub mod guide;
+#[cfg(feature = "helpers")]
+pub mod helpers;
 pub mod host;
 mod panic;
 mod plugin;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod types;
 
 pub use error::{AdapterError, ErrorKind};

@@ -3,6 +3,7 @@
 //!
 //! A backup request travels `http` → `backups` → `archive` → `plugins` (the adapter).
 
+pub mod adapter_test;
 pub mod allowlist;
 pub mod api_error;
 pub mod archive;

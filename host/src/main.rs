@@ -52,6 +52,10 @@ enum Command {
         /// The backup's uuid.
         backup: String,
     },
+    /// Run the adapter conformance suite against an adapter library and print one line per
+    /// case; exits 0 only when every case passes. `--config` is the adapter's config (JSON)
+    /// here, not a config file.
+    AdapterTest(aerie::adapter_test::Args),
 }
 
 fn main() -> ExitCode {
@@ -67,10 +71,17 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let serving = cli.command.is_none();
+    let command = match cli.command {
+        Some(Command::AdapterTest(args)) => {
+            return aerie::adapter_test::run(&args, cli.config.as_deref())
+        }
+        command => command,
+    };
+    let serving = command.is_none();
     let config = cli::load_config(cli.config, serving)?;
-    match cli.command {
+    match command {
         None => tokio::runtime::Runtime::new()?.block_on(aerie::run(config)),
+        Some(Command::AdapterTest(_)) => unreachable!("run before any config is read"),
         Some(Command::Check) => cli::tools::check(&config),
         Some(Command::Backup(args)) => cli::backup::run(&config, args),
         Some(Command::Adapters(args)) => cli::adapters::run(&config, args),

@@ -22,7 +22,7 @@
 
 use std::sync::Arc;
 
-use aerie_adapter_api::{Adapter, AdapterError, BackupInfo, HostContext};
+use aerie_adapter_api::{Adapter, AdapterError, BackupInfo, ErrorKind, HostContext};
 use aws_sdk_s3::types::StorageClass;
 
 pub mod config;
@@ -82,6 +82,17 @@ impl Adapter for S3Adapter {
 
     fn begin_backup(&self, server: &str, backup: &str) -> Result<S3Sink, AdapterError> {
         let key = self.store.key(server, backup)?;
+        // S3 replaces an object without a word: a stored backup is refused here instead.
+        match runtime::block_on(self.head(server, backup, &key)) {
+            Ok(_) => {
+                return Err(AdapterError::new(
+                    ErrorKind::ALREADY_EXISTS,
+                    format!("{} already exists", self.store.url(&key)),
+                ))
+            }
+            Err(err) if err.kind == ErrorKind::NOT_FOUND => {}
+            Err(err) => return Err(err),
+        }
         Ok(S3Sink::new(
             self.store.clone(),
             self.settings.clone(),

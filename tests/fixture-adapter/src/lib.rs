@@ -16,6 +16,11 @@
 //! `begin_backup`, `stat` and `open` fail as retryable, and records every call of those in
 //! `<directory>/calls` (one line each: the method's name), so a test counts attempts from the
 //! adapter's own record.
+//!
+//! For the conformance suite (`aerie_adapter_api::testkit`), it panics on request
+//! (`panic_on_request: new` panics in `new`; `methods` panics in method `M` for server id
+//! `panic-M`), and it can break one promise of the contract on purpose (`misbehave`), so a
+//! test can watch the suite catch it.
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -48,6 +53,40 @@ struct Config {
     /// retryable, and record every call of those in `<directory>/calls`.
     #[serde(default)]
     transient_failures: Option<u32>,
+    /// Panic in `new` (`"new"`), or in method `M` when the server id is `panic-M`
+    /// (`"methods"`), as the conformance suite asks.
+    #[serde(default)]
+    panic_on_request: Option<PanicOnRequest>,
+    /// Break one promise of the contract, for tests of the conformance suite.
+    #[serde(default)]
+    misbehave: Option<Misbehaviour>,
+}
+
+/// Where the fixture panics when asked to.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum PanicOnRequest {
+    /// In `new`.
+    New,
+    /// In method `M` when the server id is `panic-M`.
+    Methods,
+}
+
+/// A promise the fixture breaks on purpose.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum Misbehaviour {
+    /// `stat` reports one byte more than is stored.
+    StatSize,
+    /// `abort` publishes the archive instead of discarding it.
+    AbortKeeps,
+}
+
+/// Panics when `panics` is on and `server` asks for a panic in `method`.
+fn panic_if_asked(panics: bool, server: &str, method: &str) {
+    if panics && server.strip_prefix("panic-") == Some(method) {
+        panic!("the fixture panics in {method} on request");
+    }
 }
 
 /// The fixture adapter.
@@ -55,6 +94,9 @@ pub struct FixtureAdapter {
     directory: PathBuf,
     fail_after_bytes: Option<u64>,
     panic: bool,
+    /// Whether methods panic for servers `panic-<method>`.
+    panic_methods: bool,
+    misbehave: Option<Misbehaviour>,
     broken: bool,
     transient_failures: Option<u32>,
     /// Calls so far of `begin_backup`, `stat` and `open`, in that order.
@@ -94,6 +136,22 @@ impl FixtureAdapter {
         Ok(())
     }
 
+    /// What `stat` and `list` say of the stored `backup` (off by one byte when told to
+    /// misbehave so), without counting a call.
+    fn info(&self, backup: &str) -> Result<BackupInfo, AdapterError> {
+        let path = self.directory.join(format!("{backup}.tar.gz"));
+        let metadata = fs::metadata(&path).map_err(|e| AdapterError::io(path.display(), &e))?;
+        let wrong = u64::from(self.misbehave == Some(Misbehaviour::StatSize));
+        Ok(BackupInfo {
+            backup: backup.to_string(),
+            server: None,
+            key: path.display().to_string(),
+            size: metadata.len() + wrong,
+            created_unix: 0,
+            sha1: None,
+        })
+    }
+
     /// Fails as a storage that refuses access, when `broken`.
     fn check_broken(&self, name: &str) -> Result<(), AdapterError> {
         if self.broken {
@@ -117,6 +175,12 @@ pub struct FixtureSink {
     backup: String,
     fail_after_bytes: Option<u64>,
     panic: bool,
+    /// Set for a sink whose server asks for panics.
+    server: String,
+    panic_methods: bool,
+    misbehave: Option<Misbehaviour>,
+    /// True once finished or aborted: only a sink dropped without either panics in drop.
+    ended: bool,
 }
 
 /// A record of when a sink's bytes arrived: one line per write, `<nanoseconds since
@@ -126,8 +190,8 @@ struct WriteLog {
     started: Instant,
 }
 
-/// A stored archive being read.
-pub struct FileSource(File);
+/// A stored archive being read (and whether `read` panics on request).
+pub struct FileSource(File, bool);
 
 impl Adapter for FixtureAdapter {
     const KIND: &'static str = "fixture";
@@ -136,6 +200,9 @@ impl Adapter for FixtureAdapter {
 
     fn new(config: serde_json::Value, _host: &HostContext) -> Result<Self, AdapterError> {
         let config: Config = parse_config(config)?;
+        if config.panic_on_request == Some(PanicOnRequest::New) {
+            panic!("the fixture panics in new on request");
+        }
         fs::create_dir_all(&config.directory)
             .map_err(|e| AdapterError::io(config.directory.display(), &e))?;
         tracing::info!(directory = %config.directory.display(), "fixture adapter ready");
@@ -146,11 +213,21 @@ impl Adapter for FixtureAdapter {
             broken: config.broken,
             transient_failures: config.transient_failures,
             calls: Default::default(),
+            panic_methods: config.panic_on_request == Some(PanicOnRequest::Methods),
+            misbehave: config.misbehave,
         })
     }
 
-    fn begin_backup(&self, _server: &str, backup: &str) -> Result<FixtureSink, AdapterError> {
+    fn begin_backup(&self, server: &str, backup: &str) -> Result<FixtureSink, AdapterError> {
+        panic_if_asked(self.panic_methods, server, "begin_backup");
         self.flaky(Flaky::BeginBackup, "begin_backup")?;
+        let stored = self.directory.join(format!("{backup}.tar.gz"));
+        if stored.exists() {
+            return Err(AdapterError::new(
+                ErrorKind::ALREADY_EXISTS,
+                format!("{} already exists", stored.display()),
+            ));
+        }
         let hold = self.directory.join(format!("{backup}.hold"));
         if fs::symlink_metadata(&hold).is_ok_and(|m| m.file_type().is_fifo()) {
             File::open(&hold)
@@ -179,10 +256,15 @@ impl Adapter for FixtureAdapter {
             backup: backup.to_string(),
             fail_after_bytes: self.fail_after_bytes,
             panic: self.panic,
+            server: server.to_string(),
+            panic_methods: self.panic_methods,
+            misbehave: self.misbehave,
+            ended: false,
         })
     }
 
-    fn open(&self, _: &str, backup: &str, offset: u64) -> Result<FileSource, AdapterError> {
+    fn open(&self, server: &str, backup: &str, offset: u64) -> Result<FileSource, AdapterError> {
+        panic_if_asked(self.panic_methods, server, "open");
         self.flaky(Flaky::Open, "open")?;
         if self.directory.join(format!("{backup}.fail-open")).exists() {
             return Err(AdapterError::new(
@@ -198,34 +280,42 @@ impl Adapter for FixtureAdapter {
             file.seek(SeekFrom::Start(offset))
                 .map_err(|e| AdapterError::io(path.display(), &e))?;
         }
-        Ok(FileSource(file))
+        Ok(FileSource(
+            file,
+            self.panic_methods && server == "panic-read",
+        ))
     }
 
-    fn stat(&self, _: &str, backup: &str) -> Result<BackupInfo, AdapterError> {
+    fn stat(&self, server: &str, backup: &str) -> Result<BackupInfo, AdapterError> {
+        panic_if_asked(self.panic_methods, server, "stat");
         self.check_broken("stat")?;
         self.flaky(Flaky::Stat, "stat")?;
-        let path = self.directory.join(format!("{backup}.tar.gz"));
-        let metadata = fs::metadata(&path).map_err(|e| AdapterError::io(path.display(), &e))?;
-        Ok(BackupInfo {
-            backup: backup.to_string(),
-            server: None,
-            key: path.display().to_string(),
-            size: metadata.len(),
-            created_unix: 0,
-            sha1: None,
-        })
+        self.info(backup)
     }
 
-    fn list(&self, _: &str) -> Result<Vec<BackupInfo>, AdapterError> {
+    fn list(&self, server: &str) -> Result<Vec<BackupInfo>, AdapterError> {
+        panic_if_asked(self.panic_methods, server, "list");
         self.check_broken("list")?;
-        Ok(Vec::new())
+        let entries = fs::read_dir(&self.directory).map_err(|e| AdapterError::io("fixture", &e))?;
+        let mut backups = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| AdapterError::io("fixture", &e))?;
+            let name = entry.file_name();
+            if let Some(backup) = name.to_str().and_then(|n| n.strip_suffix(".tar.gz")) {
+                backups.push(self.info(backup)?);
+            }
+        }
+        Ok(backups)
     }
 
-    fn delete(&self, _: &str, backup: &str) -> Result<(), AdapterError> {
-        Err(AdapterError::not_found(format!("{backup}: not stored")))
+    fn delete(&self, server: &str, backup: &str) -> Result<(), AdapterError> {
+        panic_if_asked(self.panic_methods, server, "delete");
+        let path = self.directory.join(format!("{backup}.tar.gz"));
+        fs::remove_file(&path).map_err(|e| AdapterError::io(path.display(), &e))
     }
 
-    fn discard_incomplete(&self, _: &str, backup: &str) -> Result<(), AdapterError> {
+    fn discard_incomplete(&self, server: &str, backup: &str) -> Result<(), AdapterError> {
+        panic_if_asked(self.panic_methods, server, "discard_incomplete");
         let _ = fs::remove_file(self.directory.join(format!("{backup}.partial")));
         Ok(())
     }
@@ -233,6 +323,7 @@ impl Adapter for FixtureAdapter {
 
 impl Sink for FixtureSink {
     fn write(&mut self, bytes: &[u8]) -> Result<(), AdapterError> {
+        panic_if_asked(self.panic_methods, &self.server, "write");
         if self
             .fail_after_bytes
             .is_some_and(|limit| self.written >= limit)
@@ -258,7 +349,9 @@ impl Sink for FixtureSink {
         Ok(())
     }
 
-    fn finish(self, _sha1: &str, size: u64) -> Result<StoredBackup, AdapterError> {
+    fn finish(mut self, _sha1: &str, size: u64) -> Result<StoredBackup, AdapterError> {
+        self.ended = true;
+        panic_if_asked(self.panic_methods, &self.server, "finish");
         let from = self.directory.join(format!("{}.partial", self.backup));
         let to = self.directory.join(format!("{}.tar.gz", self.backup));
         fs::rename(&from, &to).map_err(|e| AdapterError::io(to.display(), &e))?;
@@ -270,15 +363,37 @@ impl Sink for FixtureSink {
         })
     }
 
-    fn abort(self) -> Result<(), AdapterError> {
-        let _ = fs::remove_file(self.directory.join(format!("{}.partial", self.backup)));
+    fn abort(mut self) -> Result<(), AdapterError> {
+        self.ended = true;
+        panic_if_asked(self.panic_methods, &self.server, "abort");
+        let partial = self.directory.join(format!("{}.partial", self.backup));
+        if self.misbehave == Some(Misbehaviour::AbortKeeps) {
+            let _ = fs::rename(
+                &partial,
+                self.directory.join(format!("{}.tar.gz", self.backup)),
+            );
+        }
+        let _ = fs::remove_file(partial);
         fs::write(self.directory.join(format!("{}.aborted", self.backup)), b"")
             .map_err(|e| AdapterError::io("fixture", &e))
     }
 }
 
+impl Drop for FixtureSink {
+    /// A sink dropped unended discards its archive (or panics, when asked to).
+    fn drop(&mut self) {
+        if !self.ended {
+            let _ = fs::remove_file(self.directory.join(format!("{}.partial", self.backup)));
+            panic_if_asked(self.panic_methods, &self.server, "drop");
+        }
+    }
+}
+
 impl Source for FileSource {
     fn read(&mut self, buffer: &mut [u8]) -> Result<usize, AdapterError> {
+        if self.1 {
+            panic!("the fixture panics in read on request");
+        }
         self.0
             .read(buffer)
             .map_err(|e| AdapterError::io("fixture", &e))

@@ -1,0 +1,252 @@
+//! The host's side: loading adapter libraries by path and calling them through plain Rust
+//! types, so nothing from abi_stable leaks into the daemon.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use abi_stable::{
+    library::{lib_header_from_path, LibraryError},
+    sabi_trait::TD_Opaque,
+    std_types::{RArc, RSlice, RSliceMut, RStr},
+};
+
+use crate::abi::{
+    AdapterModule_Ref, BackupSinkBox, BackupSourceBox, HostLogger, HostLogger_TO, LogLevel,
+    StorageAdapterBox,
+};
+use crate::error::AdapterError;
+use crate::types::{BackupInfo, HostContext, StoredBackup};
+
+/// Where the host sends an adapter's log lines; the host implements this once.
+pub trait Logger: Send + Sync + 'static {
+    /// The most verbose level the host keeps.
+    fn max_level(&self) -> LogLevel;
+    /// One line from the adapter: level, target (its module path), formatted text.
+    fn log(&self, level: LogLevel, target: &str, message: &str);
+}
+
+/// An adapter library that passed abi_stable's load-time checks (ABI, version, layout).
+/// Libraries are never unloaded: a loaded library lives as long as the process.
+#[derive(Clone, Copy)]
+pub struct AdapterLibrary {
+    module: AdapterModule_Ref,
+}
+
+/// Why a library could not be loaded, in one line fit for an operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError(pub String);
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Loads the adapter library at `path`. Each path is loaded on its own (not through
+/// abi_stable's per-type cache), so several different adapters can be loaded side by side.
+pub fn load_library(path: &Path) -> Result<AdapterLibrary, LoadError> {
+    if !path.is_file() {
+        return Err(LoadError(format!("no such file: {}", path.display())));
+    }
+    let module = lib_header_from_path(path)
+        .and_then(|header| header.init_root_module::<AdapterModule_Ref>())
+        .map_err(|e| LoadError(summarize(&e)))?;
+    Ok(AdapterLibrary { module })
+}
+
+/// One line for a `LibraryError`, whose `Display` can run to thousands of lines of layout.
+fn summarize(err: &LibraryError) -> String {
+    match err {
+        LibraryError::OpenError { err, .. } => format!("cannot open the library: {err}"),
+        LibraryError::GetSymbolError { .. } => {
+            "not an aerie adapter: it exports no abi_stable root module \
+             (build it with aerie_adapter_api::export_adapter!)"
+                .to_string()
+        }
+        LibraryError::IncompatibleVersionNumber {
+            expected_version,
+            actual_version,
+            ..
+        } => format!(
+            "built against aerie-adapter-api {actual_version}, which this aerie \
+             (aerie-adapter-api {expected_version}) cannot load; rebuild the adapter"
+        ),
+        LibraryError::AbiInstability(details) => {
+            let details = details.to_string();
+            let last = details
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim();
+            format!(
+                "its adapter-api types do not match this aerie's (ABI mismatch: {last}); \
+                 rebuild the adapter against a compatible aerie-adapter-api"
+            )
+        }
+        LibraryError::InvalidAbiHeader(_) | LibraryError::InvalidCAbi { .. } => {
+            "built with an incompatible abi_stable version; rebuild the adapter".to_string()
+        }
+        LibraryError::RootModule { err, .. } => {
+            format!("the library failed while starting: {err}")
+        }
+        LibraryError::ParseVersionError(e) => format!("unreadable version string: {e}"),
+        LibraryError::Many(errors) => errors
+            .iter()
+            .next()
+            .map(summarize)
+            .unwrap_or_else(|| "failed to load".to_string()),
+    }
+}
+
+impl AdapterLibrary {
+    /// An adapter linked into this process instead of loaded from a file; for tests of an
+    /// adapter crate and for conformance checks, through exactly the same boundary code.
+    pub fn linked<A: crate::Adapter>() -> Self {
+        Self {
+            module: crate::plugin::module::<A>(),
+        }
+    }
+
+    /// The adapter's kind (e.g. `"wings"`).
+    pub fn kind(&self) -> String {
+        (self.module.kind())().as_str().to_string()
+    }
+
+    /// Creates an adapter instance from its `config` and the host's context.
+    pub fn instantiate(
+        &self,
+        config: &serde_json::Value,
+        host: &HostContext,
+        logger: Arc<dyn Logger>,
+    ) -> Result<LoadedAdapter, AdapterError> {
+        let config = config.to_string();
+        let host = serde_json::to_string(host).expect("the host context serializes");
+        let logger = HostLogger_TO::from_ptr(RArc::new(LoggerShim(logger)), TD_Opaque);
+        let inner =
+            (self.module.new_adapter())(RStr::from_str(&config), RStr::from_str(&host), logger)
+                .into_result()?;
+        Ok(LoadedAdapter { inner })
+    }
+}
+
+struct LoggerShim(Arc<dyn Logger>);
+
+impl HostLogger for LoggerShim {
+    fn max_level(&self) -> LogLevel {
+        self.0.max_level()
+    }
+
+    fn log(&self, level: LogLevel, target: RStr<'_>, message: RStr<'_>) {
+        self.0.log(level, target.as_str(), message.as_str())
+    }
+}
+
+/// A live adapter instance. Every method blocks: call them from a blocking thread.
+pub struct LoadedAdapter {
+    inner: StorageAdapterBox,
+}
+
+impl LoadedAdapter {
+    /// Starts a backup; see [`crate::Adapter::begin_backup`].
+    pub fn begin_backup(&self, server: &str, backup: &str) -> Result<SinkHandle, AdapterError> {
+        let sink = self
+            .inner
+            .begin_backup(server.into(), backup.into())
+            .into_result()?;
+        Ok(SinkHandle { inner: sink })
+    }
+
+    /// Opens a stored backup from byte `offset`.
+    pub fn open(
+        &self,
+        server: &str,
+        backup: &str,
+        offset: u64,
+    ) -> Result<SourceHandle, AdapterError> {
+        let source = self
+            .inner
+            .open(server.into(), backup.into(), offset)
+            .into_result()?;
+        Ok(SourceHandle { inner: source })
+    }
+
+    /// Describes a stored backup.
+    pub fn stat(&self, server: &str, backup: &str) -> Result<BackupInfo, AdapterError> {
+        self.inner
+            .stat(server.into(), backup.into())
+            .into_result()
+            .map(Into::into)
+    }
+
+    /// Lists stored backups of `server`.
+    pub fn list(&self, server: &str) -> Result<Vec<BackupInfo>, AdapterError> {
+        let infos = self.inner.list(server.into()).into_result()?;
+        Ok(infos.into_iter().map(Into::into).collect())
+    }
+
+    /// Deletes a stored backup.
+    pub fn delete(&self, server: &str, backup: &str) -> Result<(), AdapterError> {
+        self.inner
+            .delete(server.into(), backup.into())
+            .into_result()
+    }
+
+    /// Removes what an unfinished backup left behind.
+    pub fn discard_incomplete(&self, server: &str, backup: &str) -> Result<(), AdapterError> {
+        self.inner
+            .discard_incomplete(server.into(), backup.into())
+            .into_result()
+    }
+}
+
+/// The writer of one backup in progress. The host always ends it with `finish` or `abort`;
+/// dropped without either, it runs the adapter's own `Drop` (guarded like every call),
+/// which should discard what was written.
+pub struct SinkHandle {
+    inner: BackupSinkBox,
+}
+
+impl SinkHandle {
+    /// Appends bytes.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), AdapterError> {
+        self.inner.write(RSlice::from_slice(bytes)).into_result()
+    }
+
+    /// Completes the backup.
+    pub fn finish(self, sha1: &str, size: u64) -> Result<StoredBackup, AdapterError> {
+        self.inner
+            .finish(RStr::from_str(sha1), size)
+            .into_result()
+            .map(Into::into)
+    }
+
+    /// Discards the backup.
+    pub fn abort(self) -> Result<(), AdapterError> {
+        self.inner.abort().into_result()
+    }
+}
+
+/// The reader of one stored backup; an [`io::Read`].
+pub struct SourceHandle {
+    inner: BackupSourceBox,
+}
+
+impl io::Read for SourceHandle {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner
+            .read(RSliceMut::from_mut_slice(buf))
+            .into_result()
+            .map_err(|e| {
+                let kind = if e.kind == crate::ErrorKind::NOT_FOUND {
+                    io::ErrorKind::NotFound
+                } else {
+                    io::ErrorKind::Other
+                };
+                io::Error::new(kind, e)
+            })
+    }
+}
