@@ -159,9 +159,9 @@ impl Verifications {
         }
         let (adapter, info) = self
             .backups
-            .locate(server, uuid)
+            .locate(server, uuid, None)
             .await
-            .map_err(internal)?
+            .map_err(|err| VerifyError::Internal(err.to_string()))?
             .ok_or(VerifyError::NotFound)?;
         let recorded = record.filter(|r| r.state == State::Completed);
         // The registry's record when there is one, else what the storage says of itself
@@ -229,7 +229,12 @@ impl Verifications {
                     error: record.error,
                 },
             }),
-            _ => match self.backups.locate(server, uuid).await.map_err(internal)? {
+            _ => match self
+                .backups
+                .locate(server, uuid, None)
+                .await
+                .map_err(|err| VerifyError::Internal(err.to_string()))?
+            {
                 Some(_) => Err(VerifyError::NeverVerified),
                 None => Err(VerifyError::NotFound),
             },
