@@ -73,7 +73,13 @@ const BACKUP_FIELDS: &[Field] = &[
 const RESTORE_FIELDS: &[Field] = &[
     ("truncate_directory", false, Value::is_boolean),
     ("download_url", false, Value::is_string),
+    ("adapter", false, is_string_or_null),
 ];
+
+/// An optional string field: a string, or `null` for none.
+fn is_string_or_null(value: &Value) -> bool {
+    value.is_string() || value.is_null()
+}
 
 /// The fields of `body` by name when it is a valid body for the `FIELDS` request type,
 /// else `None`.
@@ -151,6 +157,8 @@ fuzz_target!(|body: &[u8]| {
             let truncate = values[0].as_ref().and_then(Value::as_bool).unwrap_or(false);
             assert_eq!(request.truncate_directory, truncate);
             assert_eq!(request.download_url, string(&values[1]));
+            let adapter = values[2].as_ref().and_then(Value::as_str);
+            assert_eq!(request.adapter.as_deref(), adapter);
         }
         None => assert_refused_with_400(restore, body),
     }

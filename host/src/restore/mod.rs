@@ -44,16 +44,17 @@ const ENTRY_MESSAGES_PER_SECOND: u32 = 20;
 /// which adapter holds a backup, and one it never saw is looked for in every adapter.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct RestoreRequest {
-    /// The adapter the Panel names (its `backup.disk`): for a backup the registry does not
-    /// know, only this adapter is asked for it, when it is loaded.
-    #[serde(default)]
-    pub adapter: Option<String>,
     /// Empty the server directory before unpacking.
     #[serde(default)]
     pub truncate_directory: bool,
     /// Where to download the archive from instead (a presigned S3 link); empty for none.
     #[serde(default)]
     pub download_url: String,
+    /// The adapter the Panel names (its `backup.disk`): for a backup the registry does not
+    /// know, only this adapter is asked for it, when it is loaded. Last, so that a body given
+    /// as a JSON array keeps the meaning it had before this field.
+    #[serde(default)]
+    pub adapter: Option<String>,
 }
 
 /// Why a restore could not start; the server directory is untouched in every case.
