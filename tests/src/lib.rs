@@ -540,6 +540,20 @@ pub fn gnu_tar_gz(archive: &Path, source: &Path, members: &[&str]) {
     run("tar", &args, Path::new("."));
 }
 
+/// Makes a FIFO at `path`. The fixture adapter waits on one (a `<backup>.hold`, or one put
+/// in a stored archive's place) until the test opens or writes its other end, which holds a
+/// job where it is without a timer.
+pub fn make_fifo(path: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap_or_else(|e| panic!("cannot make the FIFO {}: {e}", path.display()));
+}
+
 /// A fresh canonical uuid.
 pub fn new_uuid() -> String {
     uuid::Uuid::new_v4().to_string()

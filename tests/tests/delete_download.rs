@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use aerie_e2e::{fixture_library, new_uuid, noise, Daemon, Node, HANG_GUARD};
+use aerie_e2e::{fixture_library, make_fifo, new_uuid, noise, Daemon, Node, HANG_GUARD};
 use reqwest::Method;
 use serde_json::json;
 
@@ -59,14 +59,7 @@ fn deleting_a_running_backup_cancels_it_and_leaves_nothing() {
     let uuid = new_uuid();
     // The fixture holds the backup in `begin_backup` while this FIFO is open for writing.
     let hold = store.join(format!("{uuid}.hold"));
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &hold,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap();
+    make_fifo(&hold);
     daemon.start_backup(SERVER, "held", &uuid, "");
     // Returns once the adapter has opened the other end: the backup is running, held.
     let holder = std::fs::OpenOptions::new().write(true).open(&hold).unwrap();

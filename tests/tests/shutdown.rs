@@ -15,7 +15,7 @@ use aerie_e2e::links::LOOPBACK_ALLOWED;
 use aerie_e2e::panel::PanelStandIn;
 use aerie_e2e::websocket::completion_message;
 use aerie_e2e::websocket::Socket;
-use aerie_e2e::{fixture_library, new_uuid, noise, Daemon, Node, SHORT_SHUTDOWN};
+use aerie_e2e::{fixture_library, make_fifo, new_uuid, noise, Daemon, Node, SHORT_SHUTDOWN};
 use serde_json::json;
 
 const SERVER: &str = "0f4e2d6c-8a1b-4c3d-9e5f-a7b9c1d3e5f7";
@@ -79,14 +79,7 @@ fn store(node: &Node) -> PathBuf {
 fn hold_backup(node: &Node, daemon: &Daemon) -> (String, File) {
     let uuid = new_uuid();
     let hold = store(node).join(format!("{uuid}.hold"));
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &hold,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap();
+    make_fifo(&hold);
     daemon.start_backup(SERVER, "held", &uuid, "");
     // Returns once the adapter has opened the other end: the backup is running, held.
     let holder = std::fs::OpenOptions::new().write(true).open(&hold).unwrap();

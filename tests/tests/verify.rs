@@ -11,7 +11,9 @@ use std::time::Instant;
 
 use aerie_e2e::s3::Plugins;
 use aerie_e2e::websocket::Frame;
-use aerie_e2e::{fixture_library, new_uuid, noise, run, Daemon, Node, Reply, HANG_GUARD};
+use aerie_e2e::{
+    fixture_library, make_fifo, new_uuid, noise, run, Daemon, Node, Reply, HANG_GUARD,
+};
 use aerie_s3_test_support::{endpoint, Bucket};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -279,14 +281,7 @@ fn hold_archive(store: &Path, uuid: &str) -> Vec<u8> {
     let archive = store.join(format!("{uuid}.tar.gz"));
     let bytes = std::fs::read(&archive).unwrap();
     std::fs::remove_file(&archive).unwrap();
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &archive,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap();
+    make_fifo(&archive);
     bytes
 }
 
