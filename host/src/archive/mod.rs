@@ -7,6 +7,8 @@
 pub mod gzip;
 mod ignore_rules;
 mod output;
+#[cfg(test)]
+mod tests;
 mod tree;
 mod walk;
 
