@@ -65,9 +65,12 @@ impl<'scope> ArchiveOutput<'scope> {
         let hasher = std::thread::Builder::new()
             .name("archive-sha1".into())
             .spawn_scoped(scope, move || hash(&hash_queue, &to_store))?;
+        // The sink's log lines (and any panic the adapter reports) carry the backup's span.
+        let span = tracing::Span::current();
         let storer = std::thread::Builder::new()
             .name("archive-store".into())
             .spawn_scoped(scope, move || {
+                let _span = span.enter();
                 let limiter = write_limit.map(RateLimiter::new);
                 store(&store_queue, &return_spare, sink, limiter, cancel)
             })?;

@@ -164,9 +164,12 @@ fn make_backup(
         let measuring = cancel.child_token();
         let measure = measuring.clone();
         let rules = &rules;
+        // What it logs (a file that vanished) carries the backup's span.
+        let span = tracing::Span::current();
         std::thread::Builder::new()
             .name("backup-measure".into())
             .spawn_scoped(scope, move || {
+                let _span = span.enter();
                 let total = archive::measure_tree(root, rules, &measure);
                 if !measure.is_cancelled() {
                     progress.bytes_total.store(total, Ordering::Relaxed);
