@@ -157,7 +157,8 @@ def main():
                         help="where restores write (default: the work folder; /dev/shm "
                              "times the pipeline without the disk's writeback)")
     parser.add_argument("--no-references", action="store_true",
-                        help="skip the pigz and gzip pipelines (the floor still runs)")
+                        help="skip the pigz and gzip pipelines (the floor still runs); "
+                             "without pigz installed, its rows are skipped anyway")
     args = parser.parse_args()
     if not release_binary().exists():
         sys.exit(f"{release_binary()} is missing: "
@@ -177,22 +178,29 @@ def main():
     out = work / "out.tar.gz"
     rows = []  # (name, seconds, archive bytes or None, peak RSS or None, pigz seconds or None)
 
-    def pipeline(name, command):
+    def pipeline(name, command, archive=True):
         times = [timed(command, cwd=corpus) for _ in range(args.runs)]
-        size = out.stat().st_size if out.exists() else None
+        size = out.stat().st_size if archive else None
         rows.append((name, statistics.median(times), size, None, None))
         return statistics.median(times)
 
-    floor = pipeline("floor: tar -cf - . | cat > /dev/null", "tar -cf - . | cat > /dev/null")
+    floor = pipeline("floor: tar -cf - . | cat > /dev/null", "tar -cf - . | cat > /dev/null",
+                     archive=False)
     references = {}
-    if not args.no_references:
-        gzip = f"> {out} && sha1sum {out} > /dev/null"
+    pigz = not args.no_references and shutil.which("pigz") is not None
+    if not args.no_references and not pigz:
+        print("bench: pigz is not installed (apt-get install pigz): its rows are left out",
+              file=sys.stderr)
+    if pigz:
+        stored = f"> {out} && sha1sum {out} > /dev/null"
         references["best_speed"] = pipeline(f"tar | pigz -1 -p {cores} && sha1sum",
-                                            f"tar -cf - . | pigz -1 -p {cores} {gzip}")
+                                            f"tar -cf - . | pigz -1 -p {cores} {stored}")
         shutil.copy(out, work / "pigz1.tar.gz")
         references["best_compression"] = pipeline(f"tar | pigz -9 -p {cores} && sha1sum",
-                                                  f"tar -cf - . | pigz -9 -p {cores} {gzip}")
-        pipeline("tar | gzip -1 && sha1sum", f"tar -cf - . | gzip -1 {gzip}")
+                                                  f"tar -cf - . | pigz -9 -p {cores} {stored}")
+    if not args.no_references:
+        pipeline("tar | gzip -1 && sha1sum",
+                 f"tar -cf - . | gzip -1 > {out} && sha1sum {out} > /dev/null")
 
     restore_rows = []
     restore_volumes = (args.restore_into or work).resolve() / "restore-volumes"
@@ -222,7 +230,7 @@ def main():
                 restorer.stop()
                 shutil.rmtree(target, ignore_errors=True)
 
-    if not args.no_references:
+    if pigz:
         untarred = restore_volumes / "untar"
 
         def untar():
@@ -240,7 +248,7 @@ def main():
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, seconds, size, rss, reference in rows:
         pigz = f"{seconds / reference:.2f}" if reference else ""
-        size_text = f"{size / 1e6:,.1f}" if size and not name.startswith("floor") else ""
+        size_text = f"{size / 1e6:,.1f}" if size else ""
         rss_text = f"{rss:.1f}" if rss else ""
         name = name.replace("|", "\\|")
         print(f"| {name} | {seconds:.2f} | {seconds / floor:.2f} | "
