@@ -158,10 +158,55 @@ pub trait StorageAdapter: Send + Sync {
     /// incomplete upload); called at start-up for backups that were running at a crash.
     #[sabi(last_prefix_field)]
     fn discard_incomplete(&self, server: RStr<'_>, backup: RStr<'_>) -> RResult<(), AdapterError>;
+
+    /// Added in 1.1: starts a backup like `begin_backup`, with what the host knows about it
+    /// beforehand as JSON ([`crate::BackupHints`]). An adapter built against 1.0 has no
+    /// such slot in its vtable: the call then lands here and ignores the hints.
+    fn begin_backup_with(
+        &self,
+        server: RStr<'_>,
+        backup: RStr<'_>,
+        hints_json: RStr<'_>,
+    ) -> RResult<BackupSinkBox, AdapterError> {
+        let _ = hints_json;
+        self.begin_backup(server, backup)
+    }
 }
 
 /// An owned adapter instance.
 pub type StorageAdapterBox = StorageAdapter_TO<'static, RBox<()>>;
+
+/// The presigned upload URLs the Panel handed out for one backup (wings-protocol.md §1.5).
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
+pub struct PresignedPartsAbi {
+    /// One presigned UploadPart URL per part, part 1 first.
+    pub urls: RVec<RString>,
+    /// The part size the Panel planned with (its `BACKUP_MAX_PART_SIZE`).
+    pub part_size: u64,
+}
+
+/// Added in 1.1: what the host does for an adapter, handed to it at construction. Methods
+/// may only be added at the end, with default bodies, so that an adapter built against a
+/// newer API still works with an older host.
+#[sabi_trait]
+pub trait HostServices: Send + Sync {
+    /// True when the node has a Panel to talk to (`remote` is configured).
+    fn panel_configured(&self) -> bool;
+
+    /// Asks the Panel for presigned UploadPart URLs for backup `backup`
+    /// (`GET <remote>/api/remote/backups/<backup>?size=<size>`, with the node's token).
+    /// Blocks; call it only from within a call the host made into the adapter.
+    #[sabi(last_prefix_field)]
+    fn presigned_upload_parts(
+        &self,
+        backup: RStr<'_>,
+        size: u64,
+    ) -> RResult<PresignedPartsAbi, AdapterError>;
+}
+
+/// A shared, FFI-safe handle to the host's services.
+pub type HostServicesBox = HostServices_TO<'static, RArc<()>>;
 
 /// The root module: the one thing an adapter library exports.
 #[repr(C)]
@@ -180,6 +225,16 @@ pub struct AdapterModule {
         config_json: RStr<'_>,
         host_json: RStr<'_>,
         logger: HostLoggerBox,
+    ) -> RResult<StorageAdapterBox, AdapterError>,
+
+    /// Added in 1.1: `new_adapter` with the host's services. Absent (`None` from the
+    /// accessor) in adapters built against 1.0; the host then calls `new_adapter`.
+    #[sabi(missing_field(option))]
+    pub new_adapter_with_services: extern "C" fn(
+        config_json: RStr<'_>,
+        host_json: RStr<'_>,
+        logger: HostLoggerBox,
+        services: HostServicesBox,
     ) -> RResult<StorageAdapterBox, AdapterError>,
 }
 

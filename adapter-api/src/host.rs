@@ -12,10 +12,11 @@ use abi_stable::{
 };
 
 use crate::abi::{
-    AdapterModule_Ref, BackupSinkBox, BackupSourceBox, HostLogger, HostLogger_TO, LogLevel,
-    StorageAdapterBox,
+    AdapterModule_Ref, BackupSinkBox, BackupSourceBox, HostLogger, HostLogger_TO, HostServices,
+    HostServices_TO, LogLevel, PresignedPartsAbi, StorageAdapterBox,
 };
 use crate::error::AdapterError;
+use crate::services::{BackupHints, PresignedParts};
 use crate::types::{BackupInfo, HostContext, StoredBackup};
 
 /// Where the host sends an adapter's log lines; the host implements this once.
@@ -24,6 +25,20 @@ pub trait Logger: Send + Sync + 'static {
     fn max_level(&self) -> LogLevel;
     /// One line from the adapter: level, target (its module path), formatted text.
     fn log(&self, level: LogLevel, target: &str, message: &str);
+}
+
+/// What the host does for adapters (added in 1.1); the host implements this once and hands
+/// it to every adapter it creates with [`AdapterLibrary::instantiate_with_services`].
+pub trait ServicesProvider: Send + Sync + 'static {
+    /// True when the node has a Panel (`remote`) configured.
+    fn panel_configured(&self) -> bool;
+    /// Asks the Panel for presigned UploadPart URLs for `backup` (§1.5). Called on the
+    /// blocking thread of a host call into the adapter.
+    fn presigned_upload_parts(
+        &self,
+        backup: &str,
+        size: u64,
+    ) -> Result<PresignedParts, AdapterError>;
 }
 
 /// An adapter library that passed abi_stable's load-time checks (ABI, version, layout).
@@ -131,6 +146,54 @@ impl AdapterLibrary {
                 .into_result()?;
         Ok(LoadedAdapter { inner })
     }
+
+    /// Like [`AdapterLibrary::instantiate`], also handing the adapter the host's `services`.
+    /// An adapter built against aerie-adapter-api 1.0 cannot take them: it is created as
+    /// `instantiate` would, and never asks.
+    pub fn instantiate_with_services(
+        &self,
+        config: &serde_json::Value,
+        host: &HostContext,
+        logger: Arc<dyn Logger>,
+        services: Arc<dyn ServicesProvider>,
+    ) -> Result<LoadedAdapter, AdapterError> {
+        let Some(new_adapter) = self.module.new_adapter_with_services() else {
+            return self.instantiate(config, host, logger);
+        };
+        let config = config.to_string();
+        let host = serde_json::to_string(host).expect("the host context serializes");
+        let logger = HostLogger_TO::from_ptr(RArc::new(LoggerShim(logger)), TD_Opaque);
+        let services = HostServices_TO::from_ptr(RArc::new(ServicesShim(services)), TD_Opaque);
+        let inner = new_adapter(
+            RStr::from_str(&config),
+            RStr::from_str(&host),
+            logger,
+            services,
+        )
+        .into_result()?;
+        Ok(LoadedAdapter { inner })
+    }
+}
+
+struct ServicesShim(Arc<dyn ServicesProvider>);
+
+impl HostServices for ServicesShim {
+    fn panel_configured(&self) -> bool {
+        self.0.panel_configured()
+    }
+
+    fn presigned_upload_parts(
+        &self,
+        backup: RStr<'_>,
+        size: u64,
+    ) -> abi_stable::std_types::RResult<PresignedPartsAbi, AdapterError> {
+        // A panic here would cross back into the adapter: contain it like an adapter's.
+        crate::guard(|| {
+            self.0
+                .presigned_upload_parts(backup.as_str(), size)
+                .map(Into::into)
+        })
+    }
 }
 
 struct LoggerShim(Arc<dyn Logger>);
@@ -156,6 +219,23 @@ impl LoadedAdapter {
         let sink = self
             .inner
             .begin_backup(server.into(), backup.into())
+            .into_result()?;
+        Ok(SinkHandle { inner: sink })
+    }
+
+    /// Starts a backup with what the host knows beforehand; see
+    /// [`crate::Adapter::begin_backup_with`]. An adapter built against 1.0 gets a plain
+    /// `begin_backup`.
+    pub fn begin_backup_with(
+        &self,
+        server: &str,
+        backup: &str,
+        hints: &BackupHints,
+    ) -> Result<SinkHandle, AdapterError> {
+        let hints = serde_json::to_string(hints).expect("backup hints serialize");
+        let sink = self
+            .inner
+            .begin_backup_with(server.into(), backup.into(), RStr::from_str(&hints))
             .into_result()?;
         Ok(SinkHandle { inner: sink })
     }

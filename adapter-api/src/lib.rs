@@ -110,10 +110,12 @@ mod error;
 mod forward;
 pub mod host;
 mod plugin;
+mod services;
 mod types;
 
 pub use error::{AdapterError, ErrorKind};
 pub use plugin::{guard, module, parse_config, Adapter, Sink, Source};
+pub use services::{BackupHints, PresignedParts, Services};
 pub use types::{BackupInfo, HostContext, Part, StoredBackup};
 
 /// What [`export_adapter!`] expands to needs; not part of the public API.

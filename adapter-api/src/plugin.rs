@@ -14,11 +14,12 @@ use tracing::{dispatcher, Dispatch};
 
 use crate::abi::{
     AdapterModule, AdapterModule_Ref, BackupInfoAbi, BackupSink, BackupSinkBox, BackupSink_TO,
-    BackupSource, BackupSourceBox, BackupSource_TO, HostLoggerBox, StorageAdapter,
+    BackupSource, BackupSourceBox, BackupSource_TO, HostLoggerBox, HostServicesBox, StorageAdapter,
     StorageAdapterBox, StorageAdapter_TO, StoredBackupAbi,
 };
 use crate::error::AdapterError;
 use crate::forward::forwarding_dispatch;
+use crate::services::{BackupHints, Services};
 use crate::types::{BackupInfo, HostContext, StoredBackup};
 
 /// A place where backups live. Implement this (plus [`Sink`] and [`Source`]) and export it
@@ -38,9 +39,34 @@ pub trait Adapter: Send + Sync + Sized + 'static {
     /// value is an [`AdapterError::invalid_config`] naming the key.
     fn new(config: serde_json::Value, host: &HostContext) -> Result<Self, AdapterError>;
 
+    /// Added in 1.1: builds the adapter with the host's [`Services`] (asking the Panel for
+    /// presigned URLs). A host built against 1.0 calls [`Adapter::new`] instead. The default
+    /// ignores the services and calls `new`.
+    fn new_with_services(
+        config: serde_json::Value,
+        host: &HostContext,
+        services: Services,
+    ) -> Result<Self, AdapterError> {
+        let _ = services;
+        Self::new(config, host)
+    }
+
     /// Starts storing backup `backup` of server `server`. The backup must not become visible
     /// under its final name until [`Sink::finish`].
     fn begin_backup(&self, server: &str, backup: &str) -> Result<Self::Sink, AdapterError>;
+
+    /// Added in 1.1: [`Adapter::begin_backup`] with what the host knows beforehand (an upper
+    /// bound of the archive's size). A host built against 1.1 always calls this one; the
+    /// default ignores the hints and calls `begin_backup`.
+    fn begin_backup_with(
+        &self,
+        server: &str,
+        backup: &str,
+        hints: &BackupHints,
+    ) -> Result<Self::Sink, AdapterError> {
+        let _ = hints;
+        self.begin_backup(server, backup)
+    }
 
     /// Opens a stored backup for reading from byte `offset`; `NOT_FOUND` if there is none.
     fn open(&self, server: &str, backup: &str, offset: u64) -> Result<Self::Source, AdapterError>;
@@ -105,6 +131,7 @@ pub fn module<A: Adapter>() -> AdapterModule_Ref {
     AdapterModule {
         kind: kind::<A>,
         new_adapter: new_adapter::<A>,
+        new_adapter_with_services: new_adapter_with_services::<A>,
     }
     .leak_into_prefix()
 }
@@ -117,7 +144,27 @@ extern "C" fn new_adapter<A: Adapter>(
     config_json: RStr<'_>,
     host_json: RStr<'_>,
     logger: HostLoggerBox,
-) -> abi_stable::std_types::RResult<StorageAdapterBox, AdapterError> {
+) -> RResult<StorageAdapterBox, AdapterError> {
+    instantiate::<A>(config_json, host_json, logger, None)
+}
+
+extern "C" fn new_adapter_with_services<A: Adapter>(
+    config_json: RStr<'_>,
+    host_json: RStr<'_>,
+    logger: HostLoggerBox,
+    services: HostServicesBox,
+) -> RResult<StorageAdapterBox, AdapterError> {
+    instantiate::<A>(config_json, host_json, logger, Some(services))
+}
+
+/// Both constructors: with services (a 1.1 host) the adapter's `new_with_services`, without
+/// (a 1.0 host) its `new`.
+fn instantiate<A: Adapter>(
+    config_json: RStr<'_>,
+    host_json: RStr<'_>,
+    logger: HostLoggerBox,
+    services: Option<HostServicesBox>,
+) -> RResult<StorageAdapterBox, AdapterError> {
     // The adapter's crate, the first segment of its type's path: its events are its own.
     let own_crate = std::any::type_name::<A>()
         .split("::")
@@ -136,7 +183,10 @@ extern "C" fn new_adapter<A: Adapter>(
             .map_err(|e| AdapterError::invalid_config(format!("config is not JSON: {e}")))?;
         let host: HostContext = serde_json::from_str(host_json.as_str())
             .map_err(|e| AdapterError::other(format!("host context is not JSON: {e}")))?;
-        let adapter = A::new(config, &host)?;
+        let adapter = match services {
+            Some(services) => A::new_with_services(config, &host, Services::from_host(services))?,
+            None => A::new(config, &host)?,
+        };
         let shim = AdapterShim {
             adapter,
             dispatch: dispatch.clone(),
@@ -176,6 +226,26 @@ impl<A: Adapter> StorageAdapter for AdapterShim<A> {
             let sink = self
                 .adapter
                 .begin_backup(server.as_str(), backup.as_str())?;
+            let shim = SinkShim {
+                sink: Some(sink),
+                dispatch: self.dispatch.clone(),
+            };
+            Ok(BackupSink_TO::from_value(shim, TD_Opaque))
+        })
+    }
+
+    fn begin_backup_with(
+        &self,
+        server: RStr<'_>,
+        backup: RStr<'_>,
+        hints_json: RStr<'_>,
+    ) -> RResult<BackupSinkBox, AdapterError> {
+        call(&self.dispatch, || {
+            let hints: BackupHints = serde_json::from_str(hints_json.as_str())
+                .map_err(|e| AdapterError::other(format!("backup hints are not JSON: {e}")))?;
+            let sink = self
+                .adapter
+                .begin_backup_with(server.as_str(), backup.as_str(), &hints)?;
             let shim = SinkShim {
                 sink: Some(sink),
                 dispatch: self.dispatch.clone(),

@@ -88,9 +88,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if config.api.ssl.enabled {
                 aerie::tls::Tls::load(&config.api.ssl)?;
             }
+            let panel = match &config.remote {
+                Some(remote) => Some(aerie::events::panel::Panel::new(
+                    remote,
+                    &config.token_id,
+                    &config.token,
+                    std::time::Duration::from_secs(config.remote_query.timeout),
+                )?),
+                None => None,
+            };
             aerie::plugins::Adapters::load(
                 config.plugins.as_deref(),
                 &config.system.backup_directory,
+                std::sync::Arc::new(aerie::events::presign::PanelServices::new(panel)),
             )?;
             println!("aerie: the config and its adapters are good");
             check_upstream(&config)

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aerie_adapter_api::abi::LogLevel;
-use aerie_adapter_api::host::{load_library, AdapterLibrary, LoadedAdapter, Logger};
+use aerie_adapter_api::host::{
+    load_library, AdapterLibrary, LoadedAdapter, Logger, ServicesProvider,
+};
 use aerie_adapter_api::HostContext;
 use anyhow::{bail, Context};
 use serde::Deserialize;
@@ -85,8 +87,13 @@ impl Adapters {
 
     /// Loads the adapters of the `plugins` file, or the bundled `wings` adapter when there is
     /// none; `backup_directory` (`system.backup_directory`) is what adapters are told as the
-    /// node's default place for backups. Any problem is one line naming the file.
-    pub fn load(plugins: Option<&Path>, backup_directory: &Path) -> anyhow::Result<Self> {
+    /// node's default place for backups, `services` what they may ask of the host (the
+    /// Panel). Any problem is one line naming the file.
+    pub fn load(
+        plugins: Option<&Path>,
+        backup_directory: &Path,
+        services: Arc<dyn ServicesProvider>,
+    ) -> anyhow::Result<Self> {
         let host = HostContext {
             backup_directory: absolute(backup_directory),
             aerie_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -127,7 +134,7 @@ impl Adapters {
                 name: entry.name.clone(),
             });
             let instance = library
-                .instantiate(&entry.config, &host, logger)
+                .instantiate_with_services(&entry.config, &host, logger, services.clone())
                 .map_err(|e| {
                     anyhow::anyhow!(
                         "{source}: adapter {:?} ({}): {}: {e}",

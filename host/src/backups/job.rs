@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aerie_adapter_api::host::LoadedAdapter;
-use aerie_adapter_api::{ErrorKind, StoredBackup};
+use aerie_adapter_api::{BackupHints, ErrorKind, StoredBackup};
 use anyhow::anyhow;
 
 use super::progress::ProgressReporter;
@@ -147,12 +147,18 @@ fn make_backup(
     // Opened once, never through a symlink: every later open is relative to it.
     let root = &ServerDir::open(root)?;
     let rules = IgnoreRules::for_backup(root.fd(), &request.ignore);
-    let total = archive::measure_tree(root, &rules, cancel);
-    progress.bytes_total.store(total, Ordering::Relaxed);
+    let measured = archive::measure_tree(root, &rules, cancel);
+    progress
+        .bytes_total
+        .store(measured.file_bytes, Ordering::Relaxed);
     // The first event, at once: a progress bar appears with its honest total.
     reporter.publish();
     let mut sink = adapter
-        .begin_backup(server, &request.uuid)
+        .begin_backup_with(
+            server,
+            &request.uuid,
+            &BackupHints::with_size_upper_bound(measured.archive_bound),
+        )
         .map_err(|e| anyhow!("storage could not start the backup: {e}"))?;
     let written = match archive::write_archive(root, &rules, settings, &mut sink, progress, cancel)
     {
