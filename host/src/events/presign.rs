@@ -103,13 +103,22 @@ async fn ask(panel: &Panel, path: &str) -> Result<Vec<u8>, AdapterError> {
             DeliveryError::Refused { .. } => false,
         };
         if !retry || attempt >= ATTEMPTS {
-            let kind = match err {
-                DeliveryError::Unavailable(_) => ErrorKind::UNAVAILABLE,
-                _ => ErrorKind::OTHER,
+            let (kind, why) = match err {
+                DeliveryError::Unavailable(why) => (
+                    ErrorKind::UNAVAILABLE,
+                    format!("the Panel could not be reached: {why}"),
+                ),
+                DeliveryError::Failed(why) => {
+                    (ErrorKind::OTHER, format!("the Panel answered {why}"))
+                }
+                DeliveryError::Refused { status, detail } => (
+                    ErrorKind::OTHER,
+                    format!("the Panel refused it ({status}): {detail}"),
+                ),
             };
             return Err(AdapterError::new(
                 kind,
-                format!("asking the Panel for upload URLs (GET /api/remote{path}) failed: {err}"),
+                format!("asking the Panel for upload URLs (GET /api/remote{path}) failed: {why}"),
             ));
         }
         tracing::warn!(attempt, error = %err, retry_in_ms = backoff.as_millis() as u64, "asking the Panel for upload URLs failed; retrying");
