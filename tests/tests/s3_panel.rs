@@ -247,3 +247,53 @@ fn panel_mode_without_remote_is_refused_at_start_naming_mode_and_remote() {
         "{refusal}"
     );
 }
+
+/// The daemon's peak resident memory (`VmHWM`, what `/usr/bin/time -v` reports as maximum
+/// resident set size), in KiB.
+fn peak_rss_kib(daemon: &Daemon) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+/// Not a check but a measurement: backs the tree in `AERIE_BENCH_CORPUS` up once in each
+/// mode (16 MiB parts × 4, a fresh daemon each) and prints the time, the throughput and the
+/// daemon's peak memory. Run it with
+/// `AERIE_BENCH_CORPUS=DIR cargo test -p aerie-e2e --test s3_panel -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement; needs AERIE_BENCH_CORPUS"]
+fn measure_both_modes_on_a_corpus() {
+    use aerie_e2e::s3::Plugins;
+    let corpus = std::env::var("AERIE_BENCH_CORPUS").expect("AERIE_BENCH_CORPUS=DIR");
+    let settings = ["part_size: 16777216", "concurrency: 4"];
+    for mode in ["direct", "panel"] {
+        let bucket = Bucket::new(&format!("bench-{mode}"));
+        let panel = s3_panel(&bucket, &endpoint(), |_| {});
+        let mut node = panel_node(&panel, &settings);
+        if mode == "direct" {
+            node.plugins = Some(bucket.plugins(&endpoint(), &settings));
+        }
+        let root = node.server(SERVER);
+        run(
+            "cp",
+            &["-a", &format!("{corpus}/."), root.to_str().unwrap()],
+            &root,
+        );
+        let daemon = node.start();
+        let started = Instant::now();
+        let (_, status) = backup(&daemon);
+        let seconds = started.elapsed().as_secs_f64();
+        assert_eq!(status["state"], "completed", "{status}\n{}", daemon.log());
+        let input = status["bytes_done"].as_u64().unwrap() as f64 / MIB as f64;
+        let output = status["size"].as_u64().unwrap() as f64 / MIB as f64;
+        println!(
+            "mode {mode}: {input:.0} MiB of files -> {output:.0} MiB archive in {seconds:.1} s \
+             ({:.1} MiB/s of files), daemon peak RSS {} MiB",
+            input / seconds,
+            peak_rss_kib(&daemon) / 1024
+        );
+    }
+}
