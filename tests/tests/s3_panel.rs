@@ -269,7 +269,8 @@ fn measure_both_modes_on_a_corpus() {
     use aerie_e2e::s3::Plugins;
     let corpus = std::env::var("AERIE_BENCH_CORPUS").expect("AERIE_BENCH_CORPUS=DIR");
     let settings = ["part_size: 16777216", "concurrency: 4"];
-    for mode in ["direct", "panel"] {
+    let order = std::env::var("AERIE_BENCH_ORDER").unwrap_or_else(|_| "direct panel".into());
+    for mode in order.split_whitespace() {
         let bucket = Bucket::new(&format!("bench-{mode}"));
         let panel = s3_panel(&bucket, &endpoint(), |_| {});
         let mut node = panel_node(&panel, &settings);
@@ -283,6 +284,7 @@ fn measure_both_modes_on_a_corpus() {
             &root,
         );
         let daemon = node.start();
+        let at_start = peak_rss_kib(&daemon) / 1024;
         let started = Instant::now();
         let (_, status) = backup(&daemon);
         let seconds = started.elapsed().as_secs_f64();
@@ -291,7 +293,7 @@ fn measure_both_modes_on_a_corpus() {
         let output = status["size"].as_u64().unwrap() as f64 / MIB as f64;
         println!(
             "mode {mode}: {input:.0} MiB of files -> {output:.0} MiB archive in {seconds:.1} s \
-             ({:.1} MiB/s of files), daemon peak RSS {} MiB",
+             ({:.1} MiB/s of files), daemon peak RSS {} MiB ({at_start} MiB before the backup)",
             input / seconds,
             peak_rss_kib(&daemon) / 1024
         );
