@@ -283,6 +283,40 @@ mod tests {
         builder.into_inner().unwrap()
     }
 
+    /// The bound a storage plans its parts with holds for what costs tar the most per byte
+    /// of content: deep 250-byte names, many empty and one-byte files, long symlink targets,
+    /// all compressed with stored (uncompressed) deflate blocks, gzip's worst case.
+    #[test]
+    fn the_archive_bound_covers_the_worst_archive() {
+        use std::io::Write as _;
+        let root = tempfile::tempdir().unwrap();
+        let server = ServerDir::open(root.path()).unwrap();
+        deep_tree(&server, 30);
+        for i in 0..500 {
+            std::fs::write(
+                root.path().join(format!("f{i}")),
+                if i % 2 == 0 { "" } else { "x" },
+            )
+            .unwrap();
+        }
+        for i in 0..20 {
+            let target = format!("{i}{}", "t/".repeat(1_900));
+            std::os::unix::fs::symlink(target, root.path().join(format!("link{i}"))).unwrap();
+        }
+        let measured = measure_tree(&server, &IgnoreRules::parse(""), &CancellationToken::new());
+        let tar = archive_of(&server, &Progress::default());
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+        gz.write_all(&tar).unwrap();
+        let archive = gz.finish().unwrap();
+        assert!(
+            archive.len() as u64 <= measured.archive_bound,
+            "{} bytes archived, bound {}",
+            archive.len(),
+            measured.archive_bound
+        );
+        assert_eq!(measured.file_bytes, 250 + 4);
+    }
+
     #[test]
     fn a_path_longer_than_path_max_is_archived_with_its_content() {
         let root = tempfile::tempdir().unwrap();
