@@ -9,8 +9,10 @@
 
 use std::time::{Duration, Instant};
 
+use aerie_e2e::links::LOOPBACK_ALLOWED;
 use aerie_e2e::panel::{PanelStandIn, Received};
 use aerie_e2e::s3::{panel_mode_plugins, PART_SIZE};
+use aerie_e2e::tree::{populate, snapshot, wipe};
 use aerie_e2e::{new_uuid, noise, run, Daemon, Node, HANG_GUARD};
 use aerie_s3_test_support::{endpoint, sha1_hex, Bucket, PanelS3, Proxy, MIB};
 use serde_json::Value;
@@ -160,6 +162,49 @@ fn a_backup_through_presigned_parts_is_the_archive_reported_and_the_panel_comple
     assert_eq!(head.content_type(), Some("application/x-gzip"));
     assert!(bucket.multipart_uploads().is_empty());
     assert_nothing_on_the_node(&node);
+}
+
+#[test]
+fn a_panel_held_backup_restores_through_the_panels_presigned_download_url() {
+    let bucket = Bucket::new("e2e-panel-restore");
+    let panel = s3_panel(&bucket, &endpoint(), |_| {});
+    let mut node = panel_node(&panel, &[]);
+    node.system_extra = LOOPBACK_ALLOWED.to_string();
+    let root = node.server(SERVER);
+    populate(&root);
+    let before = snapshot(&root);
+    let daemon = node.start();
+    let (uuid, status) = backup(&daemon);
+    assert_eq!(status["state"], "completed", "{status}\n{}", daemon.log());
+    assert_eq!(
+        report(&panel, &uuid).answered,
+        204,
+        "{:?}",
+        panel.s3_actions()
+    );
+
+    wipe(&root);
+    // The Panel presigns GetObject for the restore; aerie never reads the bucket itself.
+    let download_url = PanelS3::new(&bucket.name, &endpoint())
+        .presign_get(&key(&uuid))
+        .unwrap();
+    let reply = daemon.post_restore(
+        SERVER,
+        &uuid,
+        &serde_json::json!({"adapter": "s3", "truncate_directory": true, "download_url": download_url}),
+    );
+    assert_eq!(reply.status, 202, "{reply:?}\n{}", daemon.log());
+    let path = format!("/api/remote/backups/{uuid}/restore");
+    let start = Instant::now();
+    let restored = loop {
+        if let Some(r) = panel.received().into_iter().find(|r| r.path == path) {
+            break r;
+        }
+        assert!(start.elapsed() < HANG_GUARD, "no restore report");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(restored.body["successful"], true, "{}", daemon.log());
+    assert_eq!(snapshot(&root), before);
 }
 
 #[test]

@@ -113,6 +113,24 @@ impl PanelS3 {
             .collect()
     }
 
+    /// A presigned GetObject URL of `key`, valid for 5 minutes: the Panel's `download_url`
+    /// for a restore (`DownloadLinkService`).
+    pub fn presign_get(&self, key: &str) -> Result<String, String> {
+        let presigning = PresigningConfig::expires_in(Duration::from_secs(5 * 60))
+            .map_err(|e| format!("presigning config: {e}"))?;
+        let request = self
+            .runtime
+            .block_on(
+                self.client
+                    .get_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .presigned(presigning),
+            )
+            .map_err(|e| format!("presigning GetObject: {e:?}"))?;
+        Ok(request.uri().to_string())
+    }
+
     /// CompleteMultipartUpload with the reported `(etag, part_number)` parts, in order.
     pub fn complete(
         &self,
