@@ -1,21 +1,26 @@
 //! The host's side: loading adapter libraries by path and calling them through plain Rust
 //! types, so nothing from abi_stable leaks into the daemon.
 
+use std::collections::HashMap;
 use std::io;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use abi_stable::{
-    library::{lib_header_from_path, LibraryError, RootModule},
+    abi_stability::abi_checking::check_layout_compatibility,
+    library::{lib_header_from_path, LibraryError, RawLibrary, RootModule},
     sabi_trait::TD_Opaque,
-    std_types::{RArc, RSlice, RSliceMut, RStr},
+    std_types::{RArc, RResult, RSlice, RSliceMut, RStr, RString},
+    StableAbi,
 };
 
 use crate::abi::{
-    AdapterModule_Ref, BackupSinkBox, BackupSourceBox, HostLogger, HostLogger_TO, LogLevel,
-    StorageAdapterBox,
+    AdapterExtensions_Ref, AdapterModule_Ref, BackupSinkBox, BackupSourceBox, ExtensionsExport,
+    HostLogger, HostLogger_TO, HostServices, HostServices_TO, LogLevel, PresignedPartsAbi,
+    StorageAdapterBox, EXTENSIONS_SYMBOL,
 };
 use crate::error::AdapterError;
+use crate::services::{BackupHints, PresignedParts};
 use crate::types::{BackupInfo, HostContext, StoredBackup};
 
 /// Where the host sends an adapter's log lines; the host implements this once.
@@ -26,11 +31,27 @@ pub trait Logger: Send + Sync + 'static {
     fn log(&self, level: LogLevel, target: &str, message: &str);
 }
 
+/// What the host does for adapters (added in 1.1); the host implements this once and hands
+/// it to every adapter it creates with [`AdapterLibrary::instantiate_with_services`].
+pub trait ServicesProvider: Send + Sync + 'static {
+    /// True when the node has a Panel (`remote`) configured.
+    fn panel_configured(&self) -> bool;
+    /// Asks the Panel for presigned UploadPart URLs for `backup` (§1.5). Called on the
+    /// blocking thread of a host call into the adapter.
+    fn presigned_upload_parts(
+        &self,
+        backup: &str,
+        size: u64,
+    ) -> Result<PresignedParts, AdapterError>;
+}
+
 /// An adapter library that passed abi_stable's load-time checks (ABI, version, layout).
 /// Libraries are never unloaded: a loaded library lives as long as the process.
 #[derive(Clone, Copy)]
 pub struct AdapterLibrary {
     module: AdapterModule_Ref,
+    /// The extension module, from adapters built against aerie-adapter-api 1.1 or later.
+    extensions: Option<AdapterExtensions_Ref>,
     /// The aerie-adapter-api version the library was built against.
     abi_version: &'static str,
 }
@@ -59,8 +80,43 @@ pub fn load_library(path: &Path) -> Result<AdapterLibrary, LoadError> {
         .map_err(|e| LoadError(summarize(&e)))?;
     Ok(AdapterLibrary {
         module,
+        extensions: load_extensions(path)?,
         abi_version: header.version_strings().version.as_str(),
     })
+}
+
+/// The extension module of the library at `path`, checked as abi_stable checks a root
+/// module; `None` for an adapter built before it existed (aerie-adapter-api 1.0).
+fn load_extensions(path: &Path) -> Result<Option<AdapterExtensions_Ref>, LoadError> {
+    // The same library again: the loader hands back the handle it already has.
+    let library = RawLibrary::load_at(path).map_err(|e| LoadError(summarize(&e)))?;
+    // SAFETY: the symbol is only ever defined by `export_adapter!`, as a function of exactly
+    // this type; `ExtensionsExport` is two pointers, fixed forever.
+    let exported =
+        match unsafe { library.get::<extern "C" fn() -> ExtensionsExport>(EXTENSIONS_SYMBOL) } {
+            Ok(function) => function(),
+            Err(_) => return Ok(None),
+        };
+    check_layout_compatibility(
+        <AdapterExtensions_Ref as StableAbi>::LAYOUT,
+        exported.layout,
+    )
+    .map_err(|e| {
+        let details = e.to_string();
+        let last = details
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        LoadError(format!(
+            "its extension module does not match this aerie's (ABI mismatch: {}); \
+             rebuild the adapter against a compatible aerie-adapter-api",
+            last.trim()
+        ))
+    })?;
+    // Its functions are called for the life of the process: never unload it.
+    std::mem::forget(library);
+    Ok(Some(exported.module))
 }
 
 /// One line for a `LibraryError`, whose `Display` can run to thousands of lines of layout.
@@ -114,6 +170,7 @@ impl AdapterLibrary {
     pub fn linked<A: crate::Adapter>() -> Self {
         Self {
             module: crate::plugin::module::<A>(),
+            extensions: Some(crate::plugin::extensions::<A>().module),
             abi_version: <AdapterModule_Ref as RootModule>::VERSION_STRINGS
                 .version
                 .as_str(),
@@ -143,7 +200,102 @@ impl AdapterLibrary {
         let inner =
             (self.module.new_adapter())(RStr::from_str(&config), RStr::from_str(&host), logger)
                 .into_result()?;
-        Ok(LoadedAdapter { inner })
+        Ok(LoadedAdapter { inner, hints: None })
+    }
+
+    /// Like [`AdapterLibrary::instantiate`], also handing the adapter the host's `services`
+    /// and, at each `begin_backup_with`, its hints. An adapter built against
+    /// aerie-adapter-api 1.0 cannot take them: it is created as `instantiate` would, and
+    /// never asks.
+    pub fn instantiate_with_services(
+        &self,
+        config: &serde_json::Value,
+        host: &HostContext,
+        logger: Arc<dyn Logger>,
+        services: Arc<dyn ServicesProvider>,
+    ) -> Result<LoadedAdapter, AdapterError> {
+        let Some(new_adapter) = self
+            .extensions
+            .map(|extensions| extensions.new_adapter_with_services())
+        else {
+            return self.instantiate(config, host, logger);
+        };
+        let config = config.to_string();
+        let host = serde_json::to_string(host).expect("the host context serializes");
+        let logger = HostLogger_TO::from_ptr(RArc::new(LoggerShim(logger)), TD_Opaque);
+        let hints = Arc::new(HintBoard::default());
+        let shim = ServicesShim {
+            provider: services,
+            hints: hints.clone(),
+        };
+        let services = HostServices_TO::from_ptr(RArc::new(shim), TD_Opaque);
+        let inner = new_adapter(
+            RStr::from_str(&config),
+            RStr::from_str(&host),
+            logger,
+            services,
+        )
+        .into_result()?;
+        Ok(LoadedAdapter {
+            inner,
+            hints: Some(hints),
+        })
+    }
+}
+
+/// The hints of the backups whose `begin_backup` is running, by backup uuid: what
+/// [`HostServices::backup_hints`] answers. An entry lives only for the length of that call.
+#[derive(Default)]
+struct HintBoard(Mutex<HashMap<String, String>>);
+
+impl HintBoard {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        // A panic while holding the lock cannot leave the map half-changed.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Takes a backup's hints off the board when its `begin_backup` returns, or unwinds.
+struct PostedHints<'a> {
+    board: &'a HintBoard,
+    backup: &'a str,
+}
+
+impl Drop for PostedHints<'_> {
+    fn drop(&mut self) {
+        self.board.lock().remove(self.backup);
+    }
+}
+
+/// The host's [`ServicesProvider`] and hint board behind the FFI-safe [`HostServices`].
+struct ServicesShim {
+    provider: Arc<dyn ServicesProvider>,
+    hints: Arc<HintBoard>,
+}
+
+impl HostServices for ServicesShim {
+    fn panel_configured(&self) -> bool {
+        self.provider.panel_configured()
+    }
+
+    fn backup_hints(&self, backup: RStr<'_>) -> RString {
+        let hints = self.hints.lock().get(backup.as_str()).cloned();
+        hints.unwrap_or_else(|| "{}".to_string()).into()
+    }
+
+    fn presigned_upload_parts(
+        &self,
+        backup: RStr<'_>,
+        size: u64,
+    ) -> RResult<PresignedPartsAbi, AdapterError> {
+        // A panic here would cross back into the adapter: contain it like an adapter's.
+        crate::guard(|| {
+            self.provider
+                .presigned_upload_parts(backup.as_str(), size)
+                .map(Into::into)
+        })
     }
 }
 
@@ -162,6 +314,8 @@ impl HostLogger for LoggerShim {
 /// A live adapter instance. Every method blocks: call them from a blocking thread.
 pub struct LoadedAdapter {
     inner: StorageAdapterBox,
+    /// Where `begin_backup_with` posts hints; `None` when the adapter took no services.
+    hints: Option<Arc<HintBoard>>,
 }
 
 impl LoadedAdapter {
@@ -172,6 +326,24 @@ impl LoadedAdapter {
             .begin_backup(server.into(), backup.into())
             .into_result()?;
         Ok(SinkHandle { inner: sink })
+    }
+
+    /// Starts a backup with what the host knows beforehand; see
+    /// [`crate::Adapter::begin_backup_with`]. An adapter created without services (or
+    /// built against 1.0) gets a plain `begin_backup`.
+    pub fn begin_backup_with(
+        &self,
+        server: &str,
+        backup: &str,
+        hints: &BackupHints,
+    ) -> Result<SinkHandle, AdapterError> {
+        let Some(board) = &self.hints else {
+            return self.begin_backup(server, backup);
+        };
+        let json = serde_json::to_string(hints).expect("backup hints serialize");
+        board.lock().insert(backup.to_string(), json);
+        let _posted = PostedHints { board, backup };
+        self.begin_backup(server, backup)
     }
 
     /// Opens a stored backup from byte `offset`.

@@ -13,12 +13,14 @@ use abi_stable::{
 use tracing::{dispatcher, Dispatch};
 
 use crate::abi::{
-    AdapterModule, AdapterModule_Ref, BackupInfoAbi, BackupSink, BackupSinkBox, BackupSink_TO,
-    BackupSource, BackupSourceBox, BackupSource_TO, HostLoggerBox, StorageAdapter,
-    StorageAdapterBox, StorageAdapter_TO, StoredBackupAbi,
+    AdapterExtensions, AdapterExtensions_Ref, AdapterModule, AdapterModule_Ref, BackupInfoAbi,
+    BackupSink, BackupSinkBox, BackupSink_TO, BackupSource, BackupSourceBox, BackupSource_TO,
+    ExtensionsExport, HostLoggerBox, HostServicesBox, StorageAdapter, StorageAdapterBox,
+    StorageAdapter_TO, StoredBackupAbi,
 };
 use crate::error::AdapterError;
 use crate::forward::forwarding_dispatch;
+use crate::services::{BackupHints, Services};
 use crate::types::{BackupInfo, HostContext, StoredBackup};
 
 /// A place where backups live. Implement this (plus [`Sink`] and [`Source`]) and export it
@@ -42,9 +44,35 @@ pub trait Adapter: Send + Sync + Sized + 'static {
     /// the key.
     fn new(config: serde_json::Value, host: &HostContext) -> Result<Self, AdapterError>;
 
+    /// Added in 1.1: builds the adapter with the host's [`Services`] (asking the Panel for
+    /// presigned URLs). A host built against 1.0 calls [`Adapter::new`] instead. The default
+    /// ignores the services and calls `new`.
+    fn new_with_services(
+        config: serde_json::Value,
+        host: &HostContext,
+        services: Services,
+    ) -> Result<Self, AdapterError> {
+        let _ = services;
+        Self::new(config, host)
+    }
+
     /// Starts storing backup `backup` of server `server`. The backup must not become visible
     /// under its final name until [`Sink::finish`].
     fn begin_backup(&self, server: &str, backup: &str) -> Result<Self::Sink, AdapterError>;
+
+    /// Added in 1.1: [`Adapter::begin_backup`] with what the host knows beforehand (an upper
+    /// bound of the archive's size). This is what the host's `begin_backup` reaches; the
+    /// default ignores the hints and calls `begin_backup`. From a host built against 1.0,
+    /// or one that measured nothing, the hints are empty.
+    fn begin_backup_with(
+        &self,
+        server: &str,
+        backup: &str,
+        hints: &BackupHints,
+    ) -> Result<Self::Sink, AdapterError> {
+        let _ = hints;
+        self.begin_backup(server, backup)
+    }
 
     /// Opens a stored backup for reading from byte `offset`; `NOT_FOUND` if there is none.
     /// An `offset` at or past the end gives a source whose first read returns 0.
@@ -122,11 +150,49 @@ extern "C" fn kind<A: Adapter>() -> RStr<'static> {
     RStr::from_str(A::KIND)
 }
 
+/// The extension module for adapter `A` and its layout; what
+/// [`export_adapter!`](crate::export_adapter) exports under
+/// [`EXTENSIONS_SYMBOL`](crate::abi::EXTENSIONS_SYMBOL).
+pub fn extensions<A: Adapter>() -> ExtensionsExport {
+    ExtensionsExport {
+        layout: <AdapterExtensions_Ref as abi_stable::StableAbi>::LAYOUT,
+        module: AdapterExtensions {
+            new_adapter_with_services: new_adapter_with_services::<A>,
+        }
+        .leak_into_prefix(),
+    }
+}
+
 extern "C" fn new_adapter<A: Adapter>(
     config_json: RStr<'_>,
     host_json: RStr<'_>,
     logger: HostLoggerBox,
-) -> abi_stable::std_types::RResult<StorageAdapterBox, AdapterError> {
+) -> RResult<StorageAdapterBox, AdapterError> {
+    build::<A>(config_json, host_json, logger, Services::default())
+}
+
+extern "C" fn new_adapter_with_services<A: Adapter>(
+    config_json: RStr<'_>,
+    host_json: RStr<'_>,
+    logger: HostLoggerBox,
+    services: HostServicesBox,
+) -> RResult<StorageAdapterBox, AdapterError> {
+    build::<A>(
+        config_json,
+        host_json,
+        logger,
+        Services::from_host(services),
+    )
+}
+
+/// Builds adapter `A` behind its shim: its log lines go to `logger`, and `services` is what
+/// the host offers (nothing, from a host built against 1.0).
+fn build<A: Adapter>(
+    config_json: RStr<'_>,
+    host_json: RStr<'_>,
+    logger: HostLoggerBox,
+    services: Services,
+) -> RResult<StorageAdapterBox, AdapterError> {
     // The adapter's crate, the first segment of its type's path: its events are its own.
     let own_crate = std::any::type_name::<A>()
         .split("::")
@@ -145,9 +211,10 @@ extern "C" fn new_adapter<A: Adapter>(
             .map_err(|e| AdapterError::invalid_config(format!("config is not JSON: {e}")))?;
         let host: HostContext = serde_json::from_str(host_json.as_str())
             .map_err(|e| AdapterError::other(format!("host context is not JSON: {e}")))?;
-        let adapter = A::new(config, &host)?;
+        let adapter = A::new_with_services(config, &host, services.clone())?;
         let shim = AdapterShim {
             adapter,
+            services,
             dispatch: dispatch.clone(),
         };
         Ok(StorageAdapter_TO::from_value(shim, TD_Opaque))
@@ -172,6 +239,8 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(
 
 struct AdapterShim<A> {
     adapter: A,
+    /// The host's services, kept to read each backup's hints.
+    services: Services,
     dispatch: Dispatch,
 }
 
@@ -182,9 +251,10 @@ impl<A: Adapter> StorageAdapter for AdapterShim<A> {
         backup: RStr<'_>,
     ) -> RResult<BackupSinkBox, AdapterError> {
         call(&self.dispatch, || {
+            let hints = self.services.backup_hints(backup.as_str());
             let sink = self
                 .adapter
-                .begin_backup(server.as_str(), backup.as_str())?;
+                .begin_backup_with(server.as_str(), backup.as_str(), &hints)?;
             let shim = SinkShim {
                 sink: Some(sink),
                 dispatch: self.dispatch.clone(),
@@ -328,5 +398,13 @@ macro_rules! export_adapter {
                 )
             }
         };
+
+        /// The extension module (aerie-adapter-api 1.1): looked up by its symbol, so a
+        /// host finds it only in adapters that have it.
+        #[doc(hidden)]
+        #[no_mangle]
+        pub extern "C" fn aerie_adapter_extensions_v1() -> $crate::abi::ExtensionsExport {
+            $crate::extensions::<$adapter>()
+        }
     };
 }

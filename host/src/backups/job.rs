@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use aerie_adapter_api::{ErrorKind, StoredBackup};
+use aerie_adapter_api::{BackupHints, ErrorKind, StoredBackup};
 use anyhow::anyhow;
 
 use super::progress::ProgressReporter;
@@ -157,12 +157,17 @@ fn make_backup(
     // Opened once, never through a symlink: every later open is relative to it.
     let root = &ServerDir::open(root)?;
     let rules = IgnoreRules::for_backup(root.fd(), &request.ignore);
-    let total = archive::measure_tree(root, &rules, cancel);
-    progress.bytes_total.store(total, Ordering::Relaxed);
+    let measured = archive::measure_tree(root, &rules, cancel);
+    progress
+        .bytes_total
+        .store(measured.file_bytes, Ordering::Relaxed);
     // The first event, at once: a progress bar appears with its honest total.
     reporter.publish();
+    let hints = BackupHints::with_size_upper_bound(measured.archive_bound);
     let mut sink = retrying(&adapter.name, "begin_backup", || {
-        adapter.blocking().begin_backup(server, &request.uuid)
+        adapter
+            .blocking()
+            .begin_backup_with(server, &request.uuid, &hints)
     })
     .map_err(|e| {
         anyhow!(
