@@ -97,6 +97,14 @@ fn load_extensions(path: &Path) -> Result<Option<AdapterExtensions_Ref>, LoadErr
             Ok(function) => function(),
             Err(_) => return Ok(None),
         };
+    let module = checked_extensions(exported)?;
+    // Its functions are called for the life of the process: never unload it.
+    std::mem::forget(library);
+    Ok(Some(module))
+}
+
+/// The module of `exported`, once its layout is found compatible with this crate's.
+fn checked_extensions(exported: ExtensionsExport) -> Result<AdapterExtensions_Ref, LoadError> {
     check_layout_compatibility(
         <AdapterExtensions_Ref as StableAbi>::LAYOUT,
         exported.layout,
@@ -114,9 +122,7 @@ fn load_extensions(path: &Path) -> Result<Option<AdapterExtensions_Ref>, LoadErr
             last.trim()
         ))
     })?;
-    // Its functions are called for the life of the process: never unload it.
-    std::mem::forget(library);
-    Ok(Some(exported.module))
+    Ok(exported.module)
 }
 
 /// One line for a `LibraryError`, whose `Display` can run to thousands of lines of layout.
@@ -434,5 +440,52 @@ impl io::Read for SourceHandle {
                 };
                 io::Error::new(kind, e)
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use abi_stable::prefix_type::PrefixTypeTrait;
+    use abi_stable::std_types::RErr;
+
+    use super::*;
+    use crate::abi::{AdapterExtensions, HostLoggerBox, HostServicesBox};
+
+    extern "C" fn refuses(
+        _config: RStr<'_>,
+        _host: RStr<'_>,
+        _logger: HostLoggerBox,
+        _services: HostServicesBox,
+    ) -> RResult<StorageAdapterBox, AdapterError> {
+        RErr(AdapterError::other("not used"))
+    }
+
+    fn export_with(layout: &'static abi_stable::type_layout::TypeLayout) -> ExtensionsExport {
+        ExtensionsExport {
+            layout,
+            module: AdapterExtensions {
+                new_adapter_with_services: refuses,
+            }
+            .leak_into_prefix(),
+        }
+    }
+
+    #[test]
+    fn an_extension_module_of_this_layout_is_taken() {
+        let exported = export_with(<AdapterExtensions_Ref as StableAbi>::LAYOUT);
+        assert!(checked_extensions(exported).is_ok());
+    }
+
+    #[test]
+    fn an_extension_module_of_another_layout_is_refused_in_one_line() {
+        // A library whose symbol describes some other type: never called, refused at load.
+        let exported = export_with(<AdapterModule_Ref as StableAbi>::LAYOUT);
+        let err = checked_extensions(exported).err().expect("refused");
+        assert!(
+            err.0
+                .starts_with("its extension module does not match this aerie's (ABI mismatch"),
+            "{err}"
+        );
+        assert!(!err.0.contains('\n'), "{err}");
     }
 }

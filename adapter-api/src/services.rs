@@ -94,6 +94,12 @@ impl Services {
             .unwrap_or_default()
     }
 
+    /// True when the host handed over its services: it was built against
+    /// aerie-adapter-api 1.1 or later, and created this adapter with them.
+    pub fn offered(&self) -> bool {
+        self.inner.is_some()
+    }
+
     /// True when the node has a Panel to talk to (`remote` is configured).
     pub fn panel_configured(&self) -> bool {
         self.inner.as_ref().is_some_and(|s| s.panel_configured())

@@ -122,6 +122,13 @@ impl Adapter for S3Adapter {
     ) -> Result<Self, AdapterError> {
         let config = Config::parse(config)?;
         if config.mode == Mode::Panel {
+            if !services.offered() {
+                return Err(AdapterError::invalid_config(
+                    "mode: `panel` needs an aerie that can ask the Panel for upload URLs \
+                     (built with aerie-adapter-api 1.1 or later); upgrade aerie, or use \
+                     `mode: direct` with a bucket and credentials",
+                ));
+            }
             if !services.panel_configured() {
                 return Err(AdapterError::invalid_config(
                     "mode: `panel` needs the Panel, and aerie has none configured: set \
