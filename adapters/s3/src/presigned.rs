@@ -259,13 +259,16 @@ impl PanelUpload {
                 urls
             }
         };
-        let url = urls.get(number as usize - 1).ok_or_else(|| {
+        // The Panel may presign more URLs than planned (its part size is smaller than it
+        // was assumed to be); S3 still takes no part past 10,000.
+        let usable = urls.len().min(MAX_PARTS as usize);
+        let url = urls[..usable].get(number as usize - 1).ok_or_else(|| {
             AdapterError::other(format!(
                 "{}: the archive outgrew the {} upload URLs the Panel presigned ({} bytes so \
                  far in parts of {} bytes; the size bound was {}): files grew or appeared \
                  after the backup was measured; try again",
                 self.key,
-                urls.len(),
+                usable,
                 self.written,
                 self.plan.part_size,
                 self.bound
