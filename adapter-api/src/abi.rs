@@ -208,9 +208,9 @@ pub trait HostServices: Send + Sync {
     /// True when the node has a Panel to talk to (`remote` is configured).
     fn panel_configured(&self) -> bool;
 
-    /// What the host knows about `backup` before its first byte, as JSON
-    /// ([`crate::BackupHints`]); `{}` when nothing. Only meaningful during the
-    /// `begin_backup` call for that backup.
+    /// What the host knows about `backup` as JSON ([`crate::BackupHints`]), waiting until
+    /// the host knows it; `{}` when nothing is posted for `backup` (it is posted from
+    /// before its `begin_backup` until its sink is finished or aborted).
     fn backup_hints(&self, backup: RStr<'_>) -> RString;
 
     /// Asks the Panel for presigned UploadPart URLs for backup `backup`

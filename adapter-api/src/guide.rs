@@ -308,7 +308,7 @@
 //! | [`Adapter::discard_incomplete`] | At start-up, once for each backup that was running when the daemon last stopped without finishing it (a crash, a kill); the backup is already marked failed. | An error is logged as a warning; start-up goes on. **Nothing to discard must be success**: it is called even when the crash came before `begin_backup`. |
 //! | [`Adapter::stat`] | Before every `begin_backup` (a backup it finds is refused as 409; NOT_FOUND lets it start; any other error refuses the request with the kind's status). Before every restore, download and delete, to find the backup and its size. | `size` is the download's `Content-Length` and the restore's progress total: it must equal the bytes `open(.., 0)` reads. |
 //! | [`Adapter::new_with_services`] (1.1) | Instead of `new`, by an aerie built against 1.1 or later, with the host's [`Services`]. The default calls `new`. | As `new`. |
-//! | [`Adapter::begin_backup`] | Once per backup, on the job's thread, after the host has measured the tree (so a slow walk does not hold your connection open). The host reaches it through [`Adapter::begin_backup_with`] (1.1), whose default drops the hints and calls it. | An error fails the backup (the Panel is told `successful: false`). Retried when `retryable`. |
+//! | [`Adapter::begin_backup`] | Once per backup, on the job's thread, after the host has measured the tree (so a slow walk does not hold your connection open). | An error fails the backup (the Panel is told `successful: false`). Retried when `retryable`. |
 //! | [`Sink::write`] | In order, from one thread at a time, in chunks of about 1 MiB (the last is smaller); never after an error from `write`. | An error stops the archive: the host then calls `abort`. Never retried (the bytes are not sent twice). |
 //! | [`Sink::finish`] | Once after the last `write`, with the archive's SHA-1 (hex) and byte count. | Success makes the backup `completed` and is reported to the Panel; the `key` is only logged. An error fails the backup; **`abort` is not called after it** (the sink is consumed): clean up in `finish`. |
 //! | [`Sink::abort`] | Instead of `finish`: after a failed `write`, a failed archive (a file that cannot be read), a cancel (the backup was deleted while running) or a shutdown. | An error is logged as a warning. Must leave nothing behind. |
@@ -352,9 +352,12 @@
 //! blocks on the host's runtime). [`Services::offered`] is false under an older aerie:
 //! refuse a config that needs the services with a message that says so.
 //!
-//! [`Adapter::begin_backup_with`] receives [`BackupHints`]: today
+//! [`Services::backup_hints`] gives [`BackupHints`] about a running backup: today
 //! `size_upper_bound`, the files' total from the host's walk plus tar's and gzip's worst-case
-//! overhead (files that grow after the walk can still exceed it). Hints are empty under an
+//! overhead (files that grow after the walk can still exceed it). Ask from a call the host
+//! makes for that backup (`begin_backup`, `write`, `finish`): the host walks the tree beside
+//! the archive, so the answer may wait for that walk (it reads no file, and ends long before
+//! the archive). The s3 adapter asks when its first part is full. Hints are empty under an
 //! older aerie.
 //!
 //! # Identifiers the host guarantees
@@ -488,11 +491,11 @@
 //! [`Adapter`]: crate::Adapter
 //! [`Adapter::new`]: crate::Adapter::new
 //! [`Adapter::begin_backup`]: crate::Adapter::begin_backup
-//! [`Adapter::begin_backup_with`]: crate::Adapter::begin_backup_with
 //! [`Adapter::new_with_services`]: crate::Adapter::new_with_services
 //! [`Services`]: crate::Services
 //! [`Services::offered`]: crate::Services::offered
 //! [`Services::presigned_upload_parts`]: crate::Services::presigned_upload_parts
+//! [`Services::backup_hints`]: crate::Services::backup_hints
 //! [`BackupHints`]: crate::BackupHints
 //! [`Adapter::open`]: crate::Adapter::open
 //! [`Adapter::stat`]: crate::Adapter::stat

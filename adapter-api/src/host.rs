@@ -1,10 +1,9 @@
 //! The host's side: loading adapter libraries by path and calling them through plain Rust
 //! types, so nothing from abi_stable leaks into the daemon.
 
-use std::collections::HashMap;
 use std::io;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use abi_stable::{
     abi_stability::abi_checking::check_layout_compatibility,
@@ -20,7 +19,9 @@ use crate::abi::{
     StorageAdapterBox, EXTENSIONS_SYMBOL,
 };
 use crate::error::AdapterError;
-use crate::services::{BackupHints, PresignedParts};
+use crate::hint_board::HintBoard;
+pub use crate::hint_board::{HintsFiller, HintsPost};
+use crate::services::PresignedParts;
 use crate::types::{BackupInfo, HostContext, StoredBackup};
 
 /// Where the host sends an adapter's log lines; the host implements this once.
@@ -210,7 +211,7 @@ impl AdapterLibrary {
     }
 
     /// Like [`AdapterLibrary::instantiate`], also handing the adapter the host's `services`
-    /// and, at each `begin_backup_with`, its hints. An adapter built against
+    /// and the hints posted with [`LoadedAdapter::post_hints`]. An adapter built against
     /// aerie-adapter-api 1.0 cannot take them: it is created as `instantiate` would, and
     /// never asks.
     pub fn instantiate_with_services(
@@ -249,32 +250,6 @@ impl AdapterLibrary {
     }
 }
 
-/// The hints of the backups whose `begin_backup` is running, by backup uuid: what
-/// [`HostServices::backup_hints`] answers. An entry lives only for the length of that call.
-#[derive(Default)]
-struct HintBoard(Mutex<HashMap<String, String>>);
-
-impl HintBoard {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        // A panic while holding the lock cannot leave the map half-changed.
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// Takes a backup's hints off the board when its `begin_backup` returns, or unwinds.
-struct PostedHints<'a> {
-    board: &'a HintBoard,
-    backup: &'a str,
-}
-
-impl Drop for PostedHints<'_> {
-    fn drop(&mut self) {
-        self.board.lock().remove(self.backup);
-    }
-}
-
 /// The host's [`ServicesProvider`] and hint board behind the FFI-safe [`HostServices`].
 struct ServicesShim {
     provider: Arc<dyn ServicesProvider>,
@@ -287,8 +262,7 @@ impl HostServices for ServicesShim {
     }
 
     fn backup_hints(&self, backup: RStr<'_>) -> RString {
-        let hints = self.hints.lock().get(backup.as_str()).cloned();
-        hints.unwrap_or_else(|| "{}".to_string()).into()
+        self.hints.hints_of(backup.as_str()).into()
     }
 
     fn presigned_upload_parts(
@@ -320,7 +294,7 @@ impl HostLogger for LoggerShim {
 /// A live adapter instance. Every method blocks: call them from a blocking thread.
 pub struct LoadedAdapter {
     inner: StorageAdapterBox,
-    /// Where `begin_backup_with` posts hints; `None` when the adapter took no services.
+    /// Where `post_hints` posts; `None` when the adapter took no services.
     hints: Option<Arc<HintBoard>>,
 }
 
@@ -334,22 +308,14 @@ impl LoadedAdapter {
         Ok(SinkHandle { inner: sink })
     }
 
-    /// Starts a backup with what the host knows beforehand; see
-    /// [`crate::Adapter::begin_backup_with`]. An adapter created without services (or
-    /// built against 1.0) gets a plain `begin_backup`.
-    pub fn begin_backup_with(
-        &self,
-        server: &str,
-        backup: &str,
-        hints: &BackupHints,
-    ) -> Result<SinkHandle, AdapterError> {
-        let Some(board) = &self.hints else {
-            return self.begin_backup(server, backup);
-        };
-        let json = serde_json::to_string(hints).expect("backup hints serialize");
-        board.lock().insert(backup.to_string(), json);
-        let _posted = PostedHints { board, backup };
-        self.begin_backup(server, backup)
+    /// Posts the hints of backup `backup` before its `begin_backup`: the adapter may ask
+    /// for them ([`crate::Services::backup_hints`]) from then until the post is dropped, and
+    /// waits until the filler fills them. Inert for an adapter that took no services.
+    pub fn post_hints(&self, backup: &str) -> (HintsPost, HintsFiller) {
+        match &self.hints {
+            Some(board) => board.post(backup),
+            None => HintsPost::inert(),
+        }
     }
 
     /// Opens a stored backup from byte `offset`.

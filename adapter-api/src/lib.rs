@@ -24,6 +24,7 @@ mod forward;
 pub mod guide;
 #[cfg(feature = "helpers")]
 pub mod helpers;
+mod hint_board;
 pub mod host;
 mod panic;
 mod plugin;

@@ -20,7 +20,7 @@ use crate::abi::{
 };
 use crate::error::AdapterError;
 use crate::forward::forwarding_dispatch;
-use crate::services::{BackupHints, Services};
+use crate::services::Services;
 use crate::types::{BackupInfo, HostContext, StoredBackup};
 
 /// A place where backups live. Implement this (plus [`Sink`] and [`Source`]) and export it
@@ -59,20 +59,6 @@ pub trait Adapter: Send + Sync + Sized + 'static {
     /// Starts storing backup `backup` of server `server`. The backup must not become visible
     /// under its final name until [`Sink::finish`].
     fn begin_backup(&self, server: &str, backup: &str) -> Result<Self::Sink, AdapterError>;
-
-    /// Added in 1.1: [`Adapter::begin_backup`] with what the host knows beforehand (an upper
-    /// bound of the archive's size). This is what the host's `begin_backup` reaches; the
-    /// default ignores the hints and calls `begin_backup`. From a host built against 1.0,
-    /// or one that measured nothing, the hints are empty.
-    fn begin_backup_with(
-        &self,
-        server: &str,
-        backup: &str,
-        hints: &BackupHints,
-    ) -> Result<Self::Sink, AdapterError> {
-        let _ = hints;
-        self.begin_backup(server, backup)
-    }
 
     /// Opens a stored backup for reading from byte `offset`; `NOT_FOUND` if there is none.
     /// An `offset` at or past the end gives a source whose first read returns 0.
@@ -211,10 +197,9 @@ fn build<A: Adapter>(
             .map_err(|e| AdapterError::invalid_config(format!("config is not JSON: {e}")))?;
         let host: HostContext = serde_json::from_str(host_json.as_str())
             .map_err(|e| AdapterError::other(format!("host context is not JSON: {e}")))?;
-        let adapter = A::new_with_services(config, &host, services.clone())?;
+        let adapter = A::new_with_services(config, &host, services)?;
         let shim = AdapterShim {
             adapter,
-            services,
             dispatch: dispatch.clone(),
         };
         Ok(StorageAdapter_TO::from_value(shim, TD_Opaque))
@@ -239,8 +224,6 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(
 
 struct AdapterShim<A> {
     adapter: A,
-    /// The host's services, kept to read each backup's hints.
-    services: Services,
     dispatch: Dispatch,
 }
 
@@ -251,10 +234,9 @@ impl<A: Adapter> StorageAdapter for AdapterShim<A> {
         backup: RStr<'_>,
     ) -> RResult<BackupSinkBox, AdapterError> {
         call(&self.dispatch, || {
-            let hints = self.services.backup_hints(backup.as_str());
             let sink = self
                 .adapter
-                .begin_backup_with(server.as_str(), backup.as_str(), &hints)?;
+                .begin_backup(server.as_str(), backup.as_str())?;
             let shim = SinkShim {
                 sink: Some(sink),
                 dispatch: self.dispatch.clone(),

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::abi::{HostServicesBox, PresignedPartsAbi};
 use crate::error::AdapterError;
 
-/// What the host knows about a backup before its first byte, given to
-/// [`crate::Adapter::begin_backup_with`]. Crosses the boundary as JSON, so fields can be
+/// What the host knows about a backup before its archive is made, from
+/// [`Services::backup_hints`]. Crosses the boundary as JSON, so fields can be
 /// added without changing the ABI; unknown ones are ignored, missing ones are `None`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -83,9 +83,12 @@ impl Services {
         }
     }
 
-    /// The hints the host gave for `backup`, read while the host's `begin_backup` call for
-    /// it runs; the default (no hints) from a host without services or unreadable JSON.
-    pub(crate) fn backup_hints(&self, backup: &str) -> BackupHints {
+    /// What the host knows about `backup` before its archive is made ([`BackupHints`]).
+    /// Ask from within a call the host makes for that backup (`begin_backup`, a sink's
+    /// `write` or `finish`). The host measures the tree beside the archive, so this may wait
+    /// for that walk, which reads no file and ends long before the archive does. Empty
+    /// under an aerie built before 1.1, and outside the backup.
+    pub fn backup_hints(&self, backup: &str) -> BackupHints {
         self.inner
             .as_ref()
             .and_then(|s| {
@@ -107,7 +110,7 @@ impl Services {
 
     /// Asks the Panel for presigned UploadPart URLs for `backup`, `size` bytes' worth: the
     /// Panel starts the multipart upload and answers `ceil(size / part_size)` URLs. Blocks;
-    /// call it from within a call the host made (`begin_backup_with`, `write`, `finish`),
+    /// call it from within a call the host made (`begin_backup`, `write`, `finish`),
     /// never from a thread of the adapter's own.
     pub fn presigned_upload_parts(
         &self,

@@ -29,8 +29,7 @@
 use std::sync::Arc;
 
 use aerie_adapter_api::{
-    Adapter, AdapterError, BackupHints, BackupInfo, ErrorKind, HostContext, Services, Sink,
-    StoredBackup,
+    Adapter, AdapterError, BackupInfo, ErrorKind, HostContext, Services, Sink, StoredBackup,
 };
 use aws_sdk_s3::types::StorageClass;
 
@@ -171,15 +170,6 @@ impl Adapter for S3Adapter {
     }
 
     fn begin_backup(&self, server: &str, backup: &str) -> Result<S3BackupSink, AdapterError> {
-        self.begin_backup_with(server, backup, &BackupHints::default())
-    }
-
-    fn begin_backup_with(
-        &self,
-        server: &str,
-        backup: &str,
-        hints: &BackupHints,
-    ) -> Result<S3BackupSink, AdapterError> {
         match &self.backend {
             Backend::Direct { store, settings } => {
                 let key = store.key(server, backup)?;
@@ -208,7 +198,6 @@ impl Adapter for S3Adapter {
                     settings.clone(),
                     server,
                     backup,
-                    hints.size_upper_bound,
                 )))
             }
         }

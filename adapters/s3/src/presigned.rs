@@ -9,7 +9,8 @@
 //! writing; at most `concurrency` parts are in flight, so memory stays near
 //! `(concurrency + 1) × part size`. The URLs are asked for when the first part is full (or
 //! at `finish` for an archive smaller than one part), enough of them for the whole archive
-//! at aerie's own part size, from the host's upper bound of the archive's size.
+//! at aerie's own part size, from the host's upper bound of the archive's size (its hint,
+//! read at that moment: the host measures the tree beside the archive).
 
 use std::mem;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -122,9 +123,10 @@ struct PanelUpload {
     backup: String,
     /// `<server>/<backup>.tar.gz`, the Panel's key, for messages and the report.
     key: String,
-    /// The host's upper bound of the archive's size, when it gave one.
+    /// The host's upper bound of the archive's size, once asked (with the URLs).
     bound: Option<u64>,
-    plan: Plan,
+    /// The parts' layout, planned from the bound when the URLs are asked for.
+    plan: Option<Plan>,
     /// The presigned URLs, part 1 first; asked for when the first part is ready.
     urls: Option<Arc<Vec<String>>>,
     /// The part being filled.
@@ -142,22 +144,16 @@ struct PanelUpload {
 impl PanelSink {
     /// A sink for backup `backup` of server `server`; nothing is asked or sent before the
     /// first part is full.
-    pub fn new(
-        settings: Arc<PanelSettings>,
-        server: &str,
-        backup: &str,
-        bound: Option<u64>,
-    ) -> Self {
-        let plan = Plan::new(settings.part_size, bound);
+    pub fn new(settings: Arc<PanelSettings>, server: &str, backup: &str) -> Self {
         let key = format!("{server}/{backup}.tar.gz");
-        tracing::debug!(key = %key, ?bound, part_size = plan.part_size, parts = plan.parts, "backup started");
+        tracing::debug!(key = %key, part_size = settings.part_size, "backup started");
         PanelSink {
             upload: Some(PanelUpload {
                 settings,
                 backup: backup.to_string(),
                 key,
-                bound,
-                plan,
+                bound: None,
+                plan: None,
                 urls: None,
                 buffer: Vec::new(),
                 next_part: 1,
@@ -231,8 +227,8 @@ impl PanelUpload {
     /// Appends to the part buffer, sending each part once it is full and more bytes come
     /// (so the last part is never empty).
     fn write(&mut self, mut bytes: &[u8]) -> Result<(), AdapterError> {
-        let target = self.plan.part_size;
         while !bytes.is_empty() {
+            let target = self.part_size();
             if self.buffer.len() as u64 >= target {
                 self.send_part()?;
                 continue;
@@ -247,6 +243,13 @@ impl PanelUpload {
             bytes = later;
         }
         Ok(())
+    }
+
+    /// The size parts are cut at: the configured one until the plan says more (which only
+    /// an archive past 10,000 such parts makes it do).
+    fn part_size(&self) -> u64 {
+        self.plan
+            .map_or(self.settings.part_size, |plan| plan.part_size)
     }
 
     /// The URL for part `number`, asking the Panel for all of them first if not yet done.
@@ -270,7 +273,7 @@ impl PanelUpload {
                 self.key,
                 usable,
                 self.written,
-                self.plan.part_size,
+                self.part_size(),
                 self.bound
                     .map_or_else(|| "unknown".to_string(), |b| format!("{b} bytes")),
             ))
@@ -279,10 +282,18 @@ impl PanelUpload {
         Ok(url.clone())
     }
 
-    /// Asks the Panel for enough URLs for the planned parts: `parts ×` its part size.
-    fn ask_for_urls(&self) -> Result<Vec<String>, AdapterError> {
+    /// Plans the parts from the host's size bound, then asks the Panel for enough URLs for
+    /// them: `parts ×` its part size.
+    fn ask_for_urls(&mut self) -> Result<Vec<String>, AdapterError> {
+        self.bound = self
+            .settings
+            .services
+            .backup_hints(&self.backup)
+            .size_upper_bound;
+        let plan = Plan::new(self.settings.part_size, self.bound);
+        self.plan = Some(plan);
         let panel_part_size = self.settings.panel_part_size.load(Ordering::Relaxed).max(1);
-        let size = panel_part_size.saturating_mul(u64::from(self.plan.parts));
+        let size = panel_part_size.saturating_mul(u64::from(plan.parts));
         let answer = self
             .settings
             .services
@@ -301,8 +312,9 @@ impl PanelUpload {
         tracing::info!(
             key = %self.key,
             urls = answer.urls.len(),
-            planned = self.plan.parts,
-            part_size = self.plan.part_size,
+            bound = ?self.bound,
+            planned = plan.parts,
+            part_size = plan.part_size,
             "the Panel presigned the upload"
         );
         Ok(answer.urls)

@@ -157,17 +157,18 @@ fn make_backup(
     // Opened once, never through a symlink: every later open is relative to it.
     let root = &ServerDir::open(root)?;
     let rules = IgnoreRules::for_backup(root.fd(), &request.ignore);
+    // What the adapter may ask about the backup, posted until the backup ends (this
+    // function returns), filled in once the tree is measured.
+    let (_hints, hints_filler) = adapter.blocking().post_hints(&request.uuid);
     let measured = archive::measure_tree(root, &rules, cancel);
     progress
         .bytes_total
         .store(measured.file_bytes, Ordering::Relaxed);
+    hints_filler.fill(&BackupHints::with_size_upper_bound(measured.archive_bound));
     // The first event, at once: a progress bar appears with its honest total.
     reporter.publish();
-    let hints = BackupHints::with_size_upper_bound(measured.archive_bound);
     let mut sink = retrying(&adapter.name, "begin_backup", || {
-        adapter
-            .blocking()
-            .begin_backup_with(server, &request.uuid, &hints)
+        adapter.blocking().begin_backup(server, &request.uuid)
     })
     .map_err(|e| {
         anyhow!(
