@@ -102,15 +102,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         true => Some(tls::Tls::load(&config.api.ssl)?),
         false => None,
     };
-    let panel = match &config.remote {
-        Some(remote) => Some(Panel::new(
-            remote,
-            &config.token_id,
-            &config.token,
-            Duration::from_secs(config.remote_query.timeout),
-        )?),
-        None => None,
-    };
+    let panel = Panel::from_config(&config)?;
     let adapters = {
         let (plugins, backup_directory) = (
             config.plugins.clone(),

@@ -76,6 +76,23 @@ impl Panel {
         })
     }
 
+    /// The Panel of `config` (`remote`, the node's token, `remote_query.timeout`); `None`
+    /// when no `remote` is configured.
+    pub fn from_config(config: &crate::config::Config) -> anyhow::Result<Option<Self>> {
+        config
+            .remote
+            .as_deref()
+            .map(|remote| {
+                Self::new(
+                    remote,
+                    &config.token_id,
+                    &config.token,
+                    Duration::from_secs(config.remote_query.timeout),
+                )
+            })
+            .transpose()
+    }
+
     /// POSTs `body` (JSON text) to `<remote>/api/remote<path>` with Wings' headers.
     pub async fn post(&self, path: &str, body: &str) -> Result<(), DeliveryError> {
         let request = self

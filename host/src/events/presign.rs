@@ -40,16 +40,7 @@ impl PanelServices {
     /// Services backed by the Panel of `config` (`remote`), for the tools that load the
     /// adapters outside the daemon (`aerie check`, `aerie adapters`).
     pub fn from_config(config: &crate::config::Config) -> anyhow::Result<Self> {
-        let panel = match &config.remote {
-            Some(remote) => Some(Panel::new(
-                remote,
-                &config.token_id,
-                &config.token,
-                Duration::from_secs(config.remote_query.timeout),
-            )?),
-            None => None,
-        };
-        Ok(Self::new(panel))
+        Ok(Self::new(Panel::from_config(config)?))
     }
 }
 
