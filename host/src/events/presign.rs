@@ -29,12 +29,20 @@ struct Answer {
 /// What adapters may ask of the host: the Panel, when one is configured.
 pub struct PanelServices {
     panel: Option<Panel>,
+    /// The daemon's runtime, which the Panel client runs on; captured at construction,
+    /// because adapters call from threads of their own or of the archive's, outside it.
+    /// `None` in the tools that load adapters without running the daemon.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl PanelServices {
-    /// Services backed by `panel` (`None` when `remote` is not configured).
+    /// Services backed by `panel` (`None` when `remote` is not configured), on the runtime
+    /// this is called from, if any.
     pub fn new(panel: Option<Panel>) -> Self {
-        Self { panel }
+        Self {
+            panel,
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        }
     }
 
     /// Services backed by the Panel of `config` (`remote`), for the tools that load the
@@ -59,10 +67,11 @@ impl ServicesProvider for PanelServices {
                 "no Panel is configured (`remote`), so there is no one to ask for upload URLs",
             ));
         };
-        // Adapters call from the blocking thread of a host call, inside the host's runtime.
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-            AdapterError::other("the Panel can only be asked from within a call of the host")
-        })?;
+        let Some(runtime) = &self.runtime else {
+            return Err(AdapterError::other(
+                "the Panel can only be asked while the daemon runs",
+            ));
+        };
         if backup.is_empty()
             || !backup
                 .bytes()
