@@ -6,6 +6,13 @@
 //! Evolution: the root module and each trait may only grow at the end (after the
 //! `last_prefix_field` marker) and new trait methods need default bodies; the plain
 //! `#[repr(C)]` structs here never change within a major version.
+//!
+//! One more rule, learned the hard way: abi_stable rejects a library whose prefix types have
+//! *fewer* fields than the host's, and it checks every type reachable from the root module.
+//! So nothing reachable from [`AdapterModule`] may grow once adapters exist, or a newer host
+//! would refuse every adapter built before it. What 1.1 adds ([`HostServices`], the way to
+//! pass backup hints) lives in a second, optional export, [`AdapterExtensions`], found by
+//! its own symbol and checked on its own: a 1.0 adapter simply lacks it.
 
 use abi_stable::{
     declare_root_module_statics,
@@ -181,6 +188,78 @@ pub struct AdapterModule {
         host_json: RStr<'_>,
         logger: HostLoggerBox,
     ) -> RResult<StorageAdapterBox, AdapterError>,
+}
+
+/// The presigned upload URLs the Panel handed out for one backup (wings-protocol.md §1.5).
+/// Added in 1.1.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
+pub struct PresignedPartsAbi {
+    /// One presigned UploadPart URL per part, part 1 first.
+    pub urls: RVec<RString>,
+    /// The part size the Panel planned with (its `BACKUP_MAX_PART_SIZE`).
+    pub part_size: u64,
+}
+
+/// What the host does for an adapter beyond calling it (added in 1.1), handed over at
+/// construction through [`AdapterExtensions`].
+#[sabi_trait]
+pub trait HostServices: Send + Sync {
+    /// True when the node has a Panel to talk to (`remote` is configured).
+    fn panel_configured(&self) -> bool;
+
+    /// What the host knows about `backup` as JSON ([`crate::BackupHints`]), waiting until
+    /// the host knows it; `{}` when nothing is posted for `backup` (it is posted from
+    /// before its `begin_backup` until its sink is finished or aborted).
+    fn backup_hints(&self, backup: RStr<'_>) -> RString;
+
+    /// Asks the Panel for presigned UploadPart URLs for backup `backup`
+    /// (`GET <remote>/api/remote/backups/<backup>?size=<size>`, with the node's token).
+    /// Blocks; call it only from within a call the host made into the adapter.
+    #[sabi(last_prefix_field)]
+    fn presigned_upload_parts(
+        &self,
+        backup: RStr<'_>,
+        size: u64,
+    ) -> RResult<PresignedPartsAbi, AdapterError>;
+}
+
+/// A shared, FFI-safe handle to the host's services.
+pub type HostServicesBox = HostServices_TO<'static, RArc<()>>;
+
+/// The extension module (added in 1.1): what an adapter offers beyond the root module,
+/// exported under [`EXTENSIONS_SYMBOL`] by [`crate::export_adapter!`]. A later minor version
+/// adds fields at the end; a host reads them through accessors that answer `None` for an
+/// adapter built before them.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = AdapterExtensions_Ref)))]
+#[sabi(missing_field(option))]
+pub struct AdapterExtensions {
+    /// `new_adapter` with the host's services as a fourth argument.
+    #[sabi(last_prefix_field)]
+    pub new_adapter_with_services: extern "C" fn(
+        config_json: RStr<'_>,
+        host_json: RStr<'_>,
+        logger: HostLoggerBox,
+        services: HostServicesBox,
+    ) -> RResult<StorageAdapterBox, AdapterError>,
+}
+
+/// The symbol (NUL-terminated) of the function that returns an adapter's
+/// [`ExtensionsExport`]. Its name carries the extension generation: a change that cannot be
+/// made by adding fields at the end would get a new symbol, never a changed one.
+pub const EXTENSIONS_SYMBOL: &[u8] = b"aerie_adapter_extensions_v1\0";
+
+/// What the function under [`EXTENSIONS_SYMBOL`] returns: the module and the layout the
+/// adapter was built with, so the host can check it exactly as abi_stable checks the root
+/// module. Fixed forever: two pointers.
+#[repr(C)]
+pub struct ExtensionsExport {
+    /// The layout of [`AdapterExtensions_Ref`] as the adapter's copy of this crate sees it.
+    pub layout: &'static abi_stable::type_layout::TypeLayout,
+    /// The module itself.
+    pub module: AdapterExtensions_Ref,
 }
 
 impl RootModule for AdapterModule_Ref {

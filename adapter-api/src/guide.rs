@@ -307,6 +307,7 @@
 //! | [`Adapter::new`] | Once per plugins entry, at start-up, before the daemon listens. `config` is the entry's `config:` mapping as JSON, **`null` when the entry has none** (and for the bundled default with no plugins file). | An error stops start-up with `<plugins file>: adapter "<name>" (<library>): <kind>: <your message>`. Use [`AdapterError::invalid_config`] naming the key ([`parse_config`] does). |
 //! | [`Adapter::discard_incomplete`] | At start-up, once for each backup that was running when the daemon last stopped without finishing it (a crash, a kill); the backup is already marked failed. | An error is logged as a warning; start-up goes on. **Nothing to discard must be success**: it is called even when the crash came before `begin_backup`. |
 //! | [`Adapter::stat`] | Before every `begin_backup` (a backup it finds is refused as 409; NOT_FOUND lets it start; any other error refuses the request with the kind's status). Before every restore, download and delete, to find the backup and its size. | `size` is the download's `Content-Length` and the restore's progress total: it must equal the bytes `open(.., 0)` reads. |
+//! | [`Adapter::new_with_services`] (1.1) | Instead of `new`, by an aerie built against 1.1 or later, with the host's [`Services`]. The default calls `new`. | As `new`. |
 //! | [`Adapter::begin_backup`] | Once per backup, on the job's thread, after the host has measured the tree (so a slow walk does not hold your connection open). | An error fails the backup (the Panel is told `successful: false`). Retried when `retryable`. |
 //! | [`Sink::write`] | In order, from one thread at a time, in chunks of about 1 MiB (the last is smaller); never after an error from `write`. | An error stops the archive: the host then calls `abort`. Never retried (the bytes are not sent twice). |
 //! | [`Sink::finish`] | Once after the last `write`, with the archive's SHA-1 (hex) and byte count. | Success makes the backup `completed` and is reported to the Panel; the `key` is only logged. An error fails the backup; **`abort` is not called after it** (the sink is consumed): clean up in `finish`. |
@@ -338,8 +339,26 @@
 //! object key, a tape label.
 //!
 //! **[`StoredBackup::parts`] and `panel_completes`**: leave `parts` empty and
-//! `panel_completes` false unless you upload in parts and want the Panel to complete the
-//! upload (Wings' S3 mode).
+//! `panel_completes` false unless you upload in parts to URLs the Panel presigned and want
+//! the Panel to complete the upload (Wings' S3 mode; see the host services below).
+//!
+//! # Host services and hints (1.1)
+//!
+//! An aerie built against 1.1 or later creates your adapter with [`Adapter::new_with_services`]
+//! and hands it [`Services`]: keep a clone. [`Services::presigned_upload_parts`] asks the
+//! Panel for presigned UploadPart URLs (`GET /api/remote/backups/<uuid>?size=N`, with the
+//! node's token), which is how the bundled s3 adapter's `mode: panel` writes into a bucket
+//! whose credentials only the Panel has. Call it only from within a call the host made (it
+//! blocks on the host's runtime). [`Services::offered`] is false under an older aerie:
+//! refuse a config that needs the services with a message that says so.
+//!
+//! [`Services::backup_hints`] gives [`BackupHints`] about a running backup: today
+//! `size_upper_bound`, the files' total from the host's walk plus tar's and gzip's worst-case
+//! overhead (files that grow after the walk can still exceed it). Ask from a call the host
+//! makes for that backup (`begin_backup`, `write`, `finish`): the host walks the tree beside
+//! the archive, so the answer may wait for that walk (it reads no file, and ends long before
+//! the archive). The s3 adapter asks when its first part is full. Hints are empty under an
+//! older aerie.
 //!
 //! # Identifiers the host guarantees
 //!
@@ -461,13 +480,23 @@
 //! `aerie-adapter-api` and that every type crossing the boundary has the same layout; a
 //! mismatch is refused with one line that says to rebuild, never a crash. An adapter built
 //! against 1.y loads in any aerie built against 1.x with x ≤ y: within 1.x the boundary only
-//! grows at the end, and new methods come with defaults. Build against the oldest 1.x that
-//! has what you need, to load in the most daemons. Error kinds are numbers, not an enum: a
-//! newer kind reaching an older host is treated as OTHER.
+//! grows at the end, and new methods come with defaults. The reverse holds too: an adapter
+//! built against 1.0 loads in an aerie built against 1.1 (and is created with `new`, without
+//! services), because the root module and the types it reaches never change; what 1.1 added
+//! travels in a second, optional export (the extension module, see [`crate::abi`]) that
+//! `export_adapter!` adds for you. Build against the oldest 1.x that has what you need, to
+//! load in the most daemons. Error kinds are numbers, not an enum: a newer kind reaching an
+//! older host is treated as OTHER.
 //!
 //! [`Adapter`]: crate::Adapter
 //! [`Adapter::new`]: crate::Adapter::new
 //! [`Adapter::begin_backup`]: crate::Adapter::begin_backup
+//! [`Adapter::new_with_services`]: crate::Adapter::new_with_services
+//! [`Services`]: crate::Services
+//! [`Services::offered`]: crate::Services::offered
+//! [`Services::presigned_upload_parts`]: crate::Services::presigned_upload_parts
+//! [`Services::backup_hints`]: crate::Services::backup_hints
+//! [`BackupHints`]: crate::BackupHints
 //! [`Adapter::open`]: crate::Adapter::open
 //! [`Adapter::stat`]: crate::Adapter::stat
 //! [`Adapter::list`]: crate::Adapter::list

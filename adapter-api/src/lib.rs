@@ -24,15 +24,18 @@ mod forward;
 pub mod guide;
 #[cfg(feature = "helpers")]
 pub mod helpers;
+mod hint_board;
 pub mod host;
 mod panic;
 mod plugin;
+mod services;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 mod types;
 
 pub use error::{AdapterError, ErrorKind};
-pub use plugin::{guard, module, parse_config, Adapter, Sink, Source};
+pub use plugin::{extensions, guard, module, parse_config, Adapter, Sink, Source};
+pub use services::{BackupHints, PresignedParts, Services};
 pub use types::{BackupInfo, HostContext, Part, StoredBackup};
 
 /// What [`export_adapter!`] expands to needs; not part of the public API.

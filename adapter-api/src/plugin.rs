@@ -13,12 +13,14 @@ use abi_stable::{
 use tracing::{dispatcher, Dispatch};
 
 use crate::abi::{
-    AdapterModule, AdapterModule_Ref, BackupInfoAbi, BackupSink, BackupSinkBox, BackupSink_TO,
-    BackupSource, BackupSourceBox, BackupSource_TO, HostLoggerBox, StorageAdapter,
-    StorageAdapterBox, StorageAdapter_TO, StoredBackupAbi,
+    AdapterExtensions, AdapterExtensions_Ref, AdapterModule, AdapterModule_Ref, BackupInfoAbi,
+    BackupSink, BackupSinkBox, BackupSink_TO, BackupSource, BackupSourceBox, BackupSource_TO,
+    ExtensionsExport, HostLoggerBox, HostServicesBox, StorageAdapter, StorageAdapterBox,
+    StorageAdapter_TO, StoredBackupAbi,
 };
 use crate::error::AdapterError;
 use crate::forward::forwarding_dispatch;
+use crate::services::Services;
 use crate::types::{BackupInfo, HostContext, StoredBackup};
 
 /// A place where backups live. Implement this (plus [`Sink`] and [`Source`]) and export it
@@ -41,6 +43,18 @@ pub trait Adapter: Send + Sync + Sized + 'static {
     /// when the entry has none). A bad value is an [`AdapterError::invalid_config`] naming
     /// the key.
     fn new(config: serde_json::Value, host: &HostContext) -> Result<Self, AdapterError>;
+
+    /// Added in 1.1: builds the adapter with the host's [`Services`] (asking the Panel for
+    /// presigned URLs). A host built against 1.0 calls [`Adapter::new`] instead. The default
+    /// ignores the services and calls `new`.
+    fn new_with_services(
+        config: serde_json::Value,
+        host: &HostContext,
+        services: Services,
+    ) -> Result<Self, AdapterError> {
+        let _ = services;
+        Self::new(config, host)
+    }
 
     /// Starts storing backup `backup` of server `server`. The backup must not become visible
     /// under its final name until [`Sink::finish`].
@@ -122,11 +136,49 @@ extern "C" fn kind<A: Adapter>() -> RStr<'static> {
     RStr::from_str(A::KIND)
 }
 
+/// The extension module for adapter `A` and its layout; what
+/// [`export_adapter!`](crate::export_adapter) exports under
+/// [`EXTENSIONS_SYMBOL`](crate::abi::EXTENSIONS_SYMBOL).
+pub fn extensions<A: Adapter>() -> ExtensionsExport {
+    ExtensionsExport {
+        layout: <AdapterExtensions_Ref as abi_stable::StableAbi>::LAYOUT,
+        module: AdapterExtensions {
+            new_adapter_with_services: new_adapter_with_services::<A>,
+        }
+        .leak_into_prefix(),
+    }
+}
+
 extern "C" fn new_adapter<A: Adapter>(
     config_json: RStr<'_>,
     host_json: RStr<'_>,
     logger: HostLoggerBox,
-) -> abi_stable::std_types::RResult<StorageAdapterBox, AdapterError> {
+) -> RResult<StorageAdapterBox, AdapterError> {
+    build::<A>(config_json, host_json, logger, Services::default())
+}
+
+extern "C" fn new_adapter_with_services<A: Adapter>(
+    config_json: RStr<'_>,
+    host_json: RStr<'_>,
+    logger: HostLoggerBox,
+    services: HostServicesBox,
+) -> RResult<StorageAdapterBox, AdapterError> {
+    build::<A>(
+        config_json,
+        host_json,
+        logger,
+        Services::from_host(services),
+    )
+}
+
+/// Builds adapter `A` behind its shim: its log lines go to `logger`, and `services` is what
+/// the host offers (nothing, from a host built against 1.0).
+fn build<A: Adapter>(
+    config_json: RStr<'_>,
+    host_json: RStr<'_>,
+    logger: HostLoggerBox,
+    services: Services,
+) -> RResult<StorageAdapterBox, AdapterError> {
     // The adapter's crate, the first segment of its type's path: its events are its own.
     let own_crate = std::any::type_name::<A>()
         .split("::")
@@ -145,7 +197,7 @@ extern "C" fn new_adapter<A: Adapter>(
             .map_err(|e| AdapterError::invalid_config(format!("config is not JSON: {e}")))?;
         let host: HostContext = serde_json::from_str(host_json.as_str())
             .map_err(|e| AdapterError::other(format!("host context is not JSON: {e}")))?;
-        let adapter = A::new(config, &host)?;
+        let adapter = A::new_with_services(config, &host, services)?;
         let shim = AdapterShim {
             adapter,
             dispatch: dispatch.clone(),
@@ -328,5 +380,13 @@ macro_rules! export_adapter {
                 )
             }
         };
+
+        /// The extension module (aerie-adapter-api 1.1): looked up by its symbol, so a
+        /// host finds it only in adapters that have it.
+        #[doc(hidden)]
+        #[no_mangle]
+        pub extern "C" fn aerie_adapter_extensions_v1() -> $crate::abi::ExtensionsExport {
+            $crate::extensions::<$adapter>()
+        }
     };
 }

@@ -128,6 +128,7 @@ impl From<VerifyError> for ApiError {
             VerifyError::NotFound | VerifyError::NeverVerified => StatusCode::NOT_FOUND,
             VerifyError::AlreadyRunning | VerifyError::StillBeingMade => StatusCode::CONFLICT,
             VerifyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            VerifyError::Storage(locate) => return ApiError::storage(locate.kind(), locate),
             VerifyError::Internal(_) => return ApiError::internal(err),
         };
         ApiError::new(status, err.to_string())

@@ -43,6 +43,7 @@ use crate::backups::Backups;
 use crate::config::Config;
 use crate::download::Downloads;
 use crate::events::panel::{Notifier, Panel};
+use crate::events::presign::PanelServices;
 use crate::events::EventBus;
 use crate::locks::ServerLocks;
 use crate::metrics::Metrics;
@@ -101,13 +102,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         true => Some(tls::Tls::load(&config.api.ssl)?),
         false => None,
     };
+    let panel = Panel::from_config(&config)?;
     let adapters = {
         let (plugins, backup_directory) = (
             config.plugins.clone(),
             config.system.backup_directory.clone(),
         );
-        tokio::task::spawn_blocking(move || Adapters::load(plugins.as_deref(), &backup_directory))
-            .await??
+        let services = Arc::new(PanelServices::new(panel.clone()));
+        tokio::task::spawn_blocking(move || {
+            Adapters::load(plugins.as_deref(), &backup_directory, services)
+        })
+        .await??
     };
     let registry = Arc::new(Registry::open(&config.system.root_directory)?);
     let metrics = Arc::new(Metrics::new(
@@ -126,14 +131,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let sessions = TaskGroup::new();
     let services = TaskGroup::new();
     let events = Arc::new(EventBus::default());
-    let notifier = match &config.remote {
-        Some(remote) => {
-            let panel = Panel::new(
-                remote,
-                &config.token_id,
-                &config.token,
-                Duration::from_secs(config.remote_query.timeout),
-            )?;
+    let notifier = match panel {
+        Some(panel) => {
             let notifier = Arc::new(Notifier::new(panel, registry.clone()));
             services.spawn(notifier.clone().run(services.child_token()));
             Some(notifier)

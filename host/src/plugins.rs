@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aerie_adapter_api::abi::LogLevel;
-use aerie_adapter_api::host::{load_library, AdapterLibrary, LoadedAdapter, Logger, SourceHandle};
+use aerie_adapter_api::host::{
+    load_library, AdapterLibrary, LoadedAdapter, Logger, ServicesProvider, SourceHandle,
+};
 use aerie_adapter_api::{AdapterError, BackupInfo, ErrorKind, HostContext};
 use anyhow::{bail, Context};
 use serde::Deserialize;
@@ -197,8 +199,13 @@ impl Adapters {
 
     /// Loads the adapters of the `plugins` file, or the bundled `wings` adapter when there is
     /// none; `backup_directory` (`system.backup_directory`) is what adapters are told as the
-    /// node's default place for backups. Any problem is one line naming the file.
-    pub fn load(plugins: Option<&Path>, backup_directory: &Path) -> anyhow::Result<Self> {
+    /// node's default place for backups, `services` what they may ask of the host (the
+    /// Panel). Any problem is one line naming the file.
+    pub fn load(
+        plugins: Option<&Path>,
+        backup_directory: &Path,
+        services: Arc<dyn ServicesProvider>,
+    ) -> anyhow::Result<Self> {
         let host = host_context(backup_directory);
         let entries = plugin_entries(plugins)?;
         let source = plugins.map_or_else(
@@ -229,7 +236,7 @@ impl Adapters {
                 name: entry.name.clone(),
             });
             let instance = library
-                .instantiate(&entry.config, &host, logger)
+                .instantiate_with_services(&entry.config, &host, logger, services.clone())
                 .map_err(|e| {
                     anyhow::anyhow!(
                         "{source}: adapter {:?} ({}): {}: {e}",
@@ -273,6 +280,7 @@ pub struct AdapterReport {
 pub fn inspect(
     plugins: Option<&Path>,
     backup_directory: &Path,
+    services: Arc<dyn ServicesProvider>,
 ) -> anyhow::Result<Vec<AdapterReport>> {
     let host = host_context(backup_directory);
     let reports = plugin_entries(plugins)?
@@ -295,7 +303,9 @@ pub fn inspect(
             report.kind = Some(library.kind());
             report.abi_version = Some(library.abi_version().to_string());
             let logger = Arc::new(AdapterLog { name: entry.name });
-            if let Err(e) = library.instantiate(&entry.config, &host, logger) {
+            let started =
+                library.instantiate_with_services(&entry.config, &host, logger, services.clone());
+            if let Err(e) = started {
                 report.error = Some(format!("{}: {e}", e.kind.name()));
             }
             report

@@ -2,8 +2,14 @@
 //! reports, checks each against what the Panel accepts (wings-protocol.md §1.6–1.7: headers,
 //! auth, exact JSON fields and types), records them, and can be told to fail (a status a
 //! given number of times) or to go down and come back on the same port.
+//!
+//! With [`PanelStandIn::use_s3`] it also plays a Panel whose backup driver is `s3`, as its
+//! `BackupRemoteUploadController` and `BackupStatusController` do: `GET
+//! /api/remote/backups/<uuid>?size=N` starts a multipart upload and answers `{"parts":
+//! [presigned UploadPart URLs], "part_size"}`, and the status report completes the upload
+//! with the reported parts (or aborts it on `successful: false`).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,14 +17,17 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use aerie_s3_test_support::PanelS3;
+use serde_json::{json, Value};
 
 use crate::HANG_GUARD;
 
 /// One request the Panel received.
 #[derive(Debug, Clone)]
 pub struct Received {
-    /// The path, e.g. `/api/remote/backups/<uuid>`.
+    /// The method, `GET` or `POST`.
+    pub method: String,
+    /// The path, e.g. `/api/remote/backups/<uuid>` (with its query, if any).
     pub path: String,
     /// The JSON body.
     pub body: Value,
@@ -31,6 +40,16 @@ struct Shared {
     received: Vec<Received>,
     violations: Vec<String>,
     planned: VecDeque<u16>,
+    s3: Option<PanelS3Side>,
+}
+
+/// The Panel's S3 driver: its bucket, the one server whose backups it presigns, the upload
+/// ids it saved per backup, and what it did, in order.
+struct PanelS3Side {
+    s3: PanelS3,
+    server: String,
+    upload_ids: HashMap<String, String>,
+    actions: Vec<String>,
 }
 
 /// The Panel stand-in; stops when dropped.
@@ -59,6 +78,27 @@ impl PanelStandIn {
     /// The Panel's URL, for aerie's `remote`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Plays a Panel whose backup driver is `s3` on `s3`'s bucket, for backups of `server`
+    /// (the Panel's key is `<server>/<backup>.tar.gz`).
+    pub fn use_s3(&self, s3: PanelS3, server: &str) {
+        self.shared.lock().unwrap().s3 = Some(PanelS3Side {
+            s3,
+            server: server.to_string(),
+            upload_ids: HashMap::new(),
+            actions: Vec::new(),
+        });
+    }
+
+    /// What the Panel did in S3, in order: `created <uuid>`, `completed <uuid> <n> parts`,
+    /// `aborted <uuid>`, or `failed: <why>`.
+    pub fn s3_actions(&self) -> Vec<String> {
+        let shared = self.shared.lock().unwrap();
+        shared
+            .s3
+            .as_ref()
+            .map_or_else(Vec::new, |s| s.actions.clone())
     }
 
     /// Answers the next requests with these statuses (then 204 again).
@@ -181,9 +221,6 @@ fn handle(stream: TcpStream, shared: &Mutex<Shared>, authorization: &str) {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
 
     let mut problems = Vec::new();
-    if method != "POST" {
-        problems.push(format!("method {method}"));
-    }
     if header("authorization") != Some(authorization) {
         problems.push(format!("authorization {:?}", header("authorization")));
     }
@@ -196,33 +233,47 @@ fn handle(stream: TcpStream, shared: &Mutex<Shared>, authorization: &str) {
     if !header("user-agent").is_some_and(|ua| ua.contains("aerie")) {
         problems.push(format!("user-agent {:?}", header("user-agent")));
     }
-    match path.strip_prefix("/api/remote/backups/") {
-        Some(rest) if rest.ends_with("/restore") => problems.extend(check_restore_report(&body)),
-        Some(_) => problems.extend(check_backup_report(&body)),
-        None => problems.push(format!("path {path}")),
+    let (route, query) = path.split_once('?').unwrap_or((path, ""));
+    let backup = route.strip_prefix("/api/remote/backups/");
+    match (method, backup) {
+        ("GET", Some(uuid)) if !uuid.contains('/') => {}
+        ("POST", Some(rest)) if rest.ends_with("/restore") => {
+            problems.extend(check_restore_report(&body))
+        }
+        ("POST", Some(_)) => problems.extend(check_backup_report(&body)),
+        _ => problems.push(format!("{method} {path}")),
     }
 
     let mut shared = shared.lock().unwrap();
-    let status = if !problems.is_empty() {
+    let (status, answer) = if !problems.is_empty() {
         shared
             .violations
             .push(format!("{method} {path}: {}", problems.join("; ")));
-        422
+        (422, None)
+    } else if let Some(planned) = shared.planned.pop_front() {
+        (planned, None)
     } else {
-        shared.planned.pop_front().unwrap_or(204)
+        let uuid = backup.unwrap_or_default();
+        match (method, shared.s3.as_mut()) {
+            ("GET", Some(s3)) => presign(s3, uuid, query),
+            ("GET", None) => (400, None),
+            ("POST", Some(s3)) if !uuid.ends_with("/restore") => report_to_s3(s3, uuid, &body),
+            _ => (204, None),
+        }
     };
     shared.received.push(Received {
+        method: method.to_string(),
         path: path.to_string(),
         body,
         answered: status,
     });
     drop(shared);
-    let reply_body = if status == 204 {
-        String::new()
-    } else {
-        serde_json::json!({"errors": [{"code": "StandInError", "status": status.to_string(),
+    let reply_body = match (status, answer) {
+        (204, _) => String::new(),
+        (_, Some(answer)) => answer.to_string(),
+        _ => json!({"errors": [{"code": "StandInError", "status": status.to_string(),
             "detail": format!("the stand-in answered {status}")}]})
-        .to_string()
+        .to_string(),
     };
     let mut stream = stream;
     let _ = write!(
@@ -230,6 +281,81 @@ fn handle(stream: TcpStream, shared: &Mutex<Shared>, authorization: &str) {
         "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply_body}",
         reply_body.len()
     );
+}
+
+/// `BackupRemoteUploadController`: 400 without a non-zero `size`; otherwise
+/// CreateMultipartUpload (the upload id saved for the backup, replacing any earlier one)
+/// and `ceil(size / part_size)` presigned UploadPart URLs.
+fn presign(s3: &mut PanelS3Side, uuid: &str, query: &str) -> (u16, Option<Value>) {
+    let size: u64 = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("size="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if size == 0 {
+        return (400, None);
+    }
+    let key = format!("{}/{uuid}.tar.gz", s3.server);
+    let urls = s3.s3.create_upload(&key).and_then(|upload_id| {
+        s3.upload_ids.insert(uuid.to_string(), upload_id.clone());
+        s3.actions.push(format!("created {uuid}"));
+        s3.s3.presign_parts(&key, &upload_id, size)
+    });
+    match urls {
+        Ok(urls) => (
+            200,
+            Some(json!({"parts": urls, "part_size": s3.s3.part_size})),
+        ),
+        Err(why) => {
+            s3.actions.push(format!("failed: {why}"));
+            (500, None)
+        }
+    }
+}
+
+/// `BackupStatusController`: on success, CompleteMultipartUpload with the reported parts
+/// (400 when no upload was started); on failure, AbortMultipartUpload if one was.
+fn report_to_s3(s3: &mut PanelS3Side, uuid: &str, body: &Value) -> (u16, Option<Value>) {
+    let key = format!("{}/{uuid}.tar.gz", s3.server);
+    let upload_id = s3.upload_ids.get(uuid).cloned();
+    if body["successful"] != true {
+        if let Some(upload_id) = upload_id {
+            match s3.s3.abort(&key, &upload_id) {
+                Ok(()) => s3.actions.push(format!("aborted {uuid}")),
+                Err(why) => s3.actions.push(format!("failed: {why}")),
+            }
+        }
+        return (204, None);
+    }
+    let Some(upload_id) = upload_id else {
+        s3.actions.push(format!("no upload_id for {uuid}"));
+        return (400, None);
+    };
+    let parts: Vec<(String, i32)> = body["parts"]
+        .as_array()
+        .map(|parts| {
+            parts
+                .iter()
+                .map(|p| {
+                    (
+                        p["etag"].as_str().unwrap_or_default().to_string(),
+                        p["part_number"].as_i64().unwrap_or_default() as i32,
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    match s3.s3.complete(&key, &upload_id, &parts) {
+        Ok(()) => {
+            s3.actions
+                .push(format!("completed {uuid} {} parts", parts.len()));
+            (204, None)
+        }
+        Err(why) => {
+            s3.actions.push(format!("failed: {why}"));
+            (500, None)
+        }
+    }
 }
 
 /// §1.6: exactly `{"checksum","checksum_type","size","successful","parts"}`, typed as the

@@ -44,3 +44,17 @@ impl Plugins for Bucket {
         yaml
     }
 }
+
+/// A plugins file with one adapter, `s3`, in `mode: panel` (the Panel holds the bucket and
+/// presigns each part), with `part_size` 5 MiB and `extra` YAML lines added to its config.
+pub fn panel_mode_plugins(extra: &[&str]) -> String {
+    let mut yaml = format!(
+        "adapters:\n  - name: s3\n    library: {library}\n    config:\n      mode: panel\n      \
+         part_size: {PART_SIZE}\n",
+        library = s3_library().display(),
+    );
+    for line in extra {
+        yaml.push_str(&format!("      {line}\n"));
+    }
+    yaml
+}

@@ -231,6 +231,28 @@ fn an_unknown_backup_is_404_and_a_known_one_never_verified_is_404_saying_so() {
 }
 
 #[test]
+fn a_storage_that_cannot_be_reached_is_a_503_not_a_404_or_a_500() {
+    let mut node = Node::new();
+    node.server(SERVER);
+    let store = node.dir.path().join("down-store");
+    node.plugins = Some(format!(
+        "adapters:\n  - name: down\n    library: {}\n    config:\n      directory: {}\n      transient_failures: 1000\n",
+        fixture_library().display(),
+        store.display()
+    ));
+    let daemon = node.start();
+    // Nobody can say whether the backup exists: not "not found", and not the node's fault.
+    let uuid = new_uuid();
+    for reply in [post_verify(&daemon, &uuid), get_verify(&daemon, &uuid)] {
+        assert_eq!(reply.status, 503, "{reply:?}");
+        assert_eq!(
+            reply.error(),
+            "The backup storage cannot be reached right now; try again in a moment."
+        );
+    }
+}
+
+#[test]
 fn the_post_returns_while_the_archive_is_still_being_read_and_a_second_is_409() {
     let (node, store) = fixture_node();
     let daemon = node.start();

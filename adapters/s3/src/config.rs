@@ -9,12 +9,32 @@ use serde::Deserialize;
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 /// S3's largest allowed part.
 pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+/// The default part size with `mode: panel`: S3's minimum would cap an archive at about
+/// 49 GiB in 10,000 parts before the size bound forces larger ones, and 16 MiB × the
+/// default concurrency of 4 keeps memory near 80 MiB.
+pub const DEFAULT_PANEL_PART_SIZE: u64 = 16 * 1024 * 1024;
+
+/// Who holds the bucket's credentials.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// aerie: the adapter has the bucket and credentials and completes uploads itself.
+    #[default]
+    Direct,
+    /// The Panel (`APP_BACKUP_DRIVER=s3`): it starts the upload, presigns a URL per part
+    /// and completes it from the parts aerie reports; no S3 credentials on the node.
+    Panel,
+}
 
 /// The settings of one S3 adapter instance.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// The bucket backups are stored in.
+    /// Who holds the bucket's credentials: `direct` (aerie, the default) or `panel`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// The bucket backups are stored in (`mode: direct` only).
+    #[serde(default)]
     pub bucket: String,
     /// The bucket's region.
     #[serde(default = "default_region")]
@@ -34,9 +54,10 @@ pub struct Config {
     /// Put in front of every key, verbatim (end it with `/` to make it a folder).
     #[serde(default)]
     pub prefix: String,
-    /// Bytes per uploaded part at the start of an upload (it grows for very large archives).
-    #[serde(default = "default_part_size")]
-    pub part_size: u64,
+    /// Bytes per uploaded part at the start of an upload (it grows for very large archives);
+    /// 5 MiB by default, 16 MiB with `mode: panel`. Read it through [`Config::part_size`].
+    #[serde(default, rename = "part_size")]
+    pub part_size_setting: Option<u64>,
     /// Parts uploaded at once.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
@@ -47,10 +68,6 @@ pub struct Config {
 
 fn default_region() -> String {
     "us-east-1".to_string()
-}
-
-fn default_part_size() -> u64 {
-    MIN_PART_SIZE
 }
 
 fn default_concurrency() -> usize {
@@ -65,12 +82,43 @@ impl Config {
         Ok(config)
     }
 
+    /// Bytes per part at the start of an upload: the configured size, or the mode's default.
+    pub fn part_size(&self) -> u64 {
+        self.part_size_setting.unwrap_or(match self.mode {
+            Mode::Direct => MIN_PART_SIZE,
+            Mode::Panel => DEFAULT_PANEL_PART_SIZE,
+        })
+    }
+
     /// The checks serde cannot make.
     fn validate(&self) -> Result<(), AdapterError> {
         let bad =
             |key: &str, why: String| Err(AdapterError::invalid_config(format!("{key}: {why}")));
-        if self.bucket.trim().is_empty() {
-            return bad("bucket", "must not be empty".into());
+        if self.mode == Mode::Panel {
+            // Keys that would be silently ignored: the Panel's own S3 settings apply.
+            let unused = [
+                ("bucket", !self.bucket.is_empty()),
+                ("endpoint", self.endpoint.is_some()),
+                ("access_key_id", self.access_key_id.is_some()),
+                ("secret_access_key", self.secret_access_key.is_some()),
+                ("prefix", !self.prefix.is_empty()),
+                ("storage_class", self.storage_class.is_some()),
+            ];
+            if let Some((key, _)) = unused.iter().find(|(_, set)| *set) {
+                return bad(
+                    key,
+                    "not used with `mode: panel`: the Panel's own S3 settings \
+                     (AWS_BACKUPS_BUCKET and the rest) decide where backups go; remove it"
+                        .into(),
+                );
+            }
+        } else if self.bucket.trim().is_empty() {
+            return bad(
+                "bucket",
+                "missing or empty: `mode: direct` (the default) needs the bucket and its \
+                 credentials; with `mode: panel` the Panel holds them"
+                    .into(),
+            );
         }
         if self.region.trim().is_empty() {
             return bad("region", "must not be empty".into());
@@ -104,21 +152,21 @@ impl Config {
                 format!("`{}` must not start with `/`", self.prefix),
             );
         }
-        if self.part_size < MIN_PART_SIZE {
+        if self.part_size() < MIN_PART_SIZE {
             return bad(
                 "part_size",
                 format!(
                     "{} bytes is below S3's minimum part size of 5 MiB ({MIN_PART_SIZE} bytes)",
-                    self.part_size
+                    self.part_size()
                 ),
             );
         }
-        if self.part_size > MAX_PART_SIZE {
+        if self.part_size() > MAX_PART_SIZE {
             return bad(
                 "part_size",
                 format!(
                     "{} bytes is above S3's maximum part size of 5 GiB ({MAX_PART_SIZE} bytes)",
-                    self.part_size
+                    self.part_size()
                 ),
             );
         }
@@ -154,6 +202,7 @@ mod tests {
         assert_eq!(
             config,
             Config {
+                mode: Mode::Direct,
                 bucket: "b".into(),
                 region: "us-east-1".into(),
                 endpoint: None,
@@ -161,18 +210,42 @@ mod tests {
                 access_key_id: None,
                 secret_access_key: None,
                 prefix: String::new(),
-                part_size: 5_242_880,
+                part_size_setting: None,
                 concurrency: 4,
                 storage_class: None,
             }
         );
+        assert_eq!(config.part_size(), 5_242_880);
         assert_eq!(config.static_keys(), None);
+    }
+
+    #[test]
+    fn panel_mode_needs_no_bucket_and_refuses_credentials() {
+        let config = Config::parse(json!({ "mode": "panel" })).unwrap();
+        assert_eq!(config.mode, Mode::Panel);
+        assert_eq!(config.part_size(), DEFAULT_PANEL_PART_SIZE);
+        for key in ["bucket", "access_key_id", "endpoint"] {
+            let err = Config::parse(json!({ "mode": "panel", key: "x" })).unwrap_err();
+            assert!(
+                err.message
+                    .as_str()
+                    .starts_with(&format!("{key}: not used with `mode: panel`")),
+                "{}",
+                err.message
+            );
+        }
+        let err = Config::parse(json!({ "mode": "sideways" })).unwrap_err();
+        assert!(
+            err.message.as_str().starts_with("mode: unknown variant"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
     fn errors_name_the_key() {
         let cases = [
-            (json!({}), "missing field `bucket`"),
+            (json!({}), "bucket: missing or empty"),
             (
                 json!({ "bucket": "b", "part_size": 1_048_576 }),
                 "part_size:",

@@ -16,13 +16,21 @@
 //!       prefix: "node-1/"
 //! ```
 //!
+//! With `config: { mode: panel }` the Panel holds the bucket and its credentials instead
+//! (its `APP_BACKUP_DRIVER=s3`, as with Wings): aerie asks it for presigned part URLs, PUTs
+//! the parts as the archive is made, and reports them for the Panel to complete the upload.
+//! The Panel then restores through a presigned `download_url` and deletes objects itself.
+//!
 //! Modules: [`config`] (the keys and their checks), `store` (the client and the key
-//! layout), `upload` (the multipart sink), `download` (the source), `cleanup` (aborting
-//! uploads), `sidecar`, `error` (SDK errors as adapter errors), `runtime`.
+//! layout), `upload` (the multipart sink), `presigned` (the `mode: panel` sink),
+//! `url_expiry`, `download` (the source), `cleanup` (aborting uploads), `sidecar`, `error`
+//! (SDK errors as adapter errors), `runtime`.
 
 use std::sync::Arc;
 
-use aerie_adapter_api::{Adapter, AdapterError, BackupInfo, ErrorKind, HostContext};
+use aerie_adapter_api::{
+    Adapter, AdapterError, BackupInfo, ErrorKind, HostContext, Services, Sink, StoredBackup,
+};
 use aws_sdk_s3::types::StorageClass;
 
 pub mod config;
@@ -30,88 +38,182 @@ pub mod config;
 mod cleanup;
 mod download;
 mod error;
+mod presigned;
 mod runtime;
 mod sidecar;
 mod store;
 mod upload;
+mod url_expiry;
 
 pub use download::S3Source;
+pub use presigned::PanelSink;
 pub use upload::S3Sink;
 
-use config::Config;
+use config::{Config, Mode};
 use error::s3_error;
+use presigned::PanelSettings;
 use store::{sidecar_key, Store};
 use upload::UploadSettings;
 
 /// One configured S3 target.
 pub struct S3Adapter {
-    /// The bucket, shared with every sink and source.
-    store: Arc<Store>,
-    /// How backups are uploaded.
-    settings: Arc<UploadSettings>,
+    /// Where backups go and who holds the credentials.
+    backend: Backend,
+}
+
+/// The two modes, each with what it needs.
+enum Backend {
+    /// aerie holds the bucket's credentials.
+    Direct {
+        /// The bucket, shared with every sink and source.
+        store: Arc<Store>,
+        /// How backups are uploaded.
+        settings: Arc<UploadSettings>,
+    },
+    /// The Panel holds them and presigns each part.
+    Panel(Arc<PanelSettings>),
+}
+
+/// The writer of one backup, in either mode.
+pub enum S3BackupSink {
+    /// `mode: direct`.
+    Direct(S3Sink),
+    /// `mode: panel`.
+    Panel(PanelSink),
+}
+
+impl Sink for S3BackupSink {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), AdapterError> {
+        match self {
+            Self::Direct(sink) => sink.write(bytes),
+            Self::Panel(sink) => sink.write(bytes),
+        }
+    }
+
+    fn finish(self, sha1: &str, size: u64) -> Result<StoredBackup, AdapterError> {
+        match self {
+            Self::Direct(sink) => sink.finish(sha1, size),
+            Self::Panel(sink) => sink.finish(sha1, size),
+        }
+    }
+
+    fn abort(self) -> Result<(), AdapterError> {
+        match self {
+            Self::Direct(sink) => sink.abort(),
+            Self::Panel(sink) => sink.abort(),
+        }
+    }
 }
 
 impl Adapter for S3Adapter {
     const KIND: &'static str = "s3";
-    type Sink = S3Sink;
+    type Sink = S3BackupSink;
     type Source = S3Source;
 
     fn new(config: serde_json::Value, host: &HostContext) -> Result<Self, AdapterError> {
+        Self::new_with_services(config, host, Services::default())
+    }
+
+    fn new_with_services(
+        config: serde_json::Value,
+        host: &HostContext,
+        services: Services,
+    ) -> Result<Self, AdapterError> {
         let config = Config::parse(config)?;
+        if config.mode == Mode::Panel {
+            if !services.offered() {
+                return Err(AdapterError::invalid_config(
+                    "mode: `panel` needs an aerie that can ask the Panel for upload URLs \
+                     (built with aerie-adapter-api 1.1 or later); upgrade aerie, or use \
+                     `mode: direct` with a bucket and credentials",
+                ));
+            }
+            if !services.panel_configured() {
+                return Err(AdapterError::invalid_config(
+                    "mode: `panel` needs the Panel, and aerie has none configured: set \
+                     `remote` in aerie's config (or use `mode: direct` with a bucket and \
+                     credentials)",
+                ));
+            }
+            tracing::info!(
+                part_size = config.part_size(),
+                concurrency = config.concurrency,
+                "S3 adapter ready; the Panel holds the bucket and presigns each part"
+            );
+            let settings = PanelSettings::new(services, config.part_size(), config.concurrency)?;
+            return Ok(S3Adapter {
+                backend: Backend::Panel(Arc::new(settings)),
+            });
+        }
         let store = runtime::block_on(async { Ok(Store::connect(&config).await) })?;
         tracing::info!(
             bucket = %config.bucket,
             region = %config.region,
             endpoint = config.endpoint.as_deref().unwrap_or("AWS"),
             prefix = %config.prefix,
-            part_size = config.part_size,
+            part_size = config.part_size(),
             concurrency = config.concurrency,
             static_keys = config.static_keys().is_some(),
             "S3 adapter ready"
         );
         Ok(S3Adapter {
-            store: Arc::new(store),
-            settings: Arc::new(UploadSettings {
-                part_size: config.part_size,
-                concurrency: config.concurrency,
-                storage_class: config.storage_class.as_deref().map(StorageClass::from),
-                aerie_version: host.aerie_version.clone(),
-            }),
+            backend: Backend::Direct {
+                store: Arc::new(store),
+                settings: Arc::new(UploadSettings {
+                    part_size: config.part_size(),
+                    concurrency: config.concurrency,
+                    storage_class: config.storage_class.as_deref().map(StorageClass::from),
+                    aerie_version: host.aerie_version.clone(),
+                }),
+            },
         })
     }
 
-    fn begin_backup(&self, server: &str, backup: &str) -> Result<S3Sink, AdapterError> {
-        let key = self.store.key(server, backup)?;
-        // S3 replaces an object without a word: a stored backup is refused here instead.
-        match runtime::block_on(self.head(server, backup, &key)) {
-            Ok(_) => {
-                return Err(AdapterError::new(
-                    ErrorKind::ALREADY_EXISTS,
-                    format!("{} already exists", self.store.url(&key)),
-                ))
+    fn begin_backup(&self, server: &str, backup: &str) -> Result<S3BackupSink, AdapterError> {
+        match &self.backend {
+            Backend::Direct { store, settings } => {
+                let key = store.key(server, backup)?;
+                // S3 replaces an object without a word: a stored backup is refused here.
+                match runtime::block_on(self.head(server, backup, &key)) {
+                    Ok(_) => {
+                        return Err(AdapterError::new(
+                            ErrorKind::ALREADY_EXISTS,
+                            format!("{} already exists", store.url(&key)),
+                        ))
+                    }
+                    Err(err) if err.kind == ErrorKind::NOT_FOUND => {}
+                    Err(err) => return Err(err),
+                }
+                Ok(S3BackupSink::Direct(S3Sink::new(
+                    store.clone(),
+                    settings.clone(),
+                    server,
+                    backup,
+                    key,
+                )))
             }
-            Err(err) if err.kind == ErrorKind::NOT_FOUND => {}
-            Err(err) => return Err(err),
+            Backend::Panel(settings) => {
+                store::check_ids(server, backup)?;
+                Ok(S3BackupSink::Panel(PanelSink::new(
+                    settings.clone(),
+                    server,
+                    backup,
+                )))
+            }
         }
-        Ok(S3Sink::new(
-            self.store.clone(),
-            self.settings.clone(),
-            server,
-            backup,
-            key,
-        ))
     }
 
     fn open(&self, server: &str, backup: &str, offset: u64) -> Result<S3Source, AdapterError> {
-        let key = self.store.key(server, backup)?;
-        download::open(&self.store, server, backup, &key, offset)
+        let store = self.store(backup)?;
+        let key = store.key(server, backup)?;
+        download::open(store, server, backup, &key, offset)
     }
 
     fn stat(&self, server: &str, backup: &str) -> Result<BackupInfo, AdapterError> {
-        let key = self.store.key(server, backup)?;
+        let key = self.store(backup)?.key(server, backup)?;
         runtime::block_on(async {
             let (size, created_unix) = self.head(server, backup, &key).await?;
-            let sha1 = sidecar::get(&self.store, &key)
+            let sha1 = sidecar::get(self.store(backup)?, &key)
                 .await?
                 .map(|sidecar| sidecar.checksum);
             Ok(BackupInfo {
@@ -126,8 +228,10 @@ impl Adapter for S3Adapter {
     }
 
     fn list(&self, server: &str) -> Result<Vec<BackupInfo>, AdapterError> {
-        let prefix = self.store.server_prefix(server)?;
-        let store = &self.store;
+        let Backend::Direct { store, .. } = &self.backend else {
+            return Ok(Vec::new());
+        };
+        let prefix = store.server_prefix(server)?;
         runtime::block_on(async {
             let mut pages = store
                 .client
@@ -165,8 +269,8 @@ impl Adapter for S3Adapter {
     }
 
     fn delete(&self, server: &str, backup: &str) -> Result<(), AdapterError> {
-        let key = self.store.key(server, backup)?;
-        let store = &self.store;
+        let store = self.store(backup)?;
+        let key = store.key(server, backup)?;
         runtime::block_on(async {
             // S3 deletes a missing key without complaint: look first, to report NOT_FOUND.
             self.head(server, backup, &key).await?;
@@ -186,8 +290,12 @@ impl Adapter for S3Adapter {
     }
 
     fn discard_incomplete(&self, server: &str, backup: &str) -> Result<(), AdapterError> {
-        let key = self.store.key(server, backup)?;
-        let aborted = runtime::block_on(cleanup::discard(&self.store, &key))?;
+        // With `mode: panel` the Panel aborts the upload when told the backup failed.
+        let Backend::Direct { store, .. } = &self.backend else {
+            return Ok(());
+        };
+        let key = store.key(server, backup)?;
+        let aborted = runtime::block_on(cleanup::discard(store, &key))?;
         if aborted > 0 {
             tracing::info!(key = %key, uploads = aborted, "aborted unfinished multipart uploads");
         }
@@ -196,6 +304,19 @@ impl Adapter for S3Adapter {
 }
 
 impl S3Adapter {
+    /// The bucket, or `NOT_FOUND` with `mode: panel`: the Panel keeps those backups, restores
+    /// them through a presigned `download_url` and deletes them itself.
+    fn store(&self, backup: &str) -> Result<&Arc<Store>, AdapterError> {
+        match &self.backend {
+            Backend::Direct { store, .. } => Ok(store),
+            Backend::Panel(_) => Err(AdapterError::not_found(format!(
+                "backup {backup} is in the Panel's bucket (`mode: panel`): the Panel restores \
+                 it through a download_url and deletes it itself; aerie holds no credentials \
+                 to reach it"
+            ))),
+        }
+    }
+
     /// HeadObject on a backup's archive: its size and modification time (Unix seconds), or
     /// `NOT_FOUND`.
     async fn head(
@@ -204,7 +325,7 @@ impl S3Adapter {
         backup: &str,
         key: &str,
     ) -> Result<(u64, i64), AdapterError> {
-        let store = &self.store;
+        let store = self.store(backup)?;
         match store
             .client
             .head_object()

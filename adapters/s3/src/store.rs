@@ -97,6 +97,12 @@ pub fn timeouts(attempt: Duration) -> TimeoutConfig {
         .build()
 }
 
+/// Refuses a server or backup id that would not stay one path segment of a key.
+pub fn check_ids(server: &str, backup: &str) -> Result<(), AdapterError> {
+    check_id("server", server)?;
+    check_id("backup", backup)
+}
+
 /// Refuses an id that would not stay one path segment of a key.
 fn check_id(what: &str, id: &str) -> Result<(), AdapterError> {
     let bad = id.is_empty()

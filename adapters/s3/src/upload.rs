@@ -29,16 +29,16 @@ use crate::sidecar::{self, Sidecar};
 use crate::store::{timeouts, Store, ATTEMPT_TIMEOUT};
 
 /// The archive's Content-Type.
-const CONTENT_TYPE: &str = "application/x-gzip";
+pub(crate) const CONTENT_TYPE: &str = "application/x-gzip";
 /// S3's limit on the parts of one upload.
-const MAX_PARTS: u32 = 10_000;
+pub(crate) const MAX_PARTS: u32 = 10_000;
 /// The part size doubles after every this many parts: 10,000 parts of a 5 MiB start then
 /// hold about 4.9 TiB, close to S3's 5 TiB object limit.
 const PARTS_PER_DOUBLING: u32 = 1_000;
 /// Attempts at sending one part (or a small archive) before giving up.
-const ATTEMPTS: u32 = 6;
+pub(crate) const ATTEMPTS: u32 = 6;
 /// The wait before the second attempt; it doubles each time (200 ms … 3.2 s).
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// How long completing an upload may take: S3 assembles the parts before it answers.
 const COMPLETE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
@@ -567,7 +567,7 @@ where
 }
 
 /// Between half and all of `wait`, so that parts failing together do not retry together.
-fn jitter(wait: Duration) -> Duration {
+pub(crate) fn jitter(wait: Duration) -> Duration {
     let noise = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.subsec_nanos() % 1_000)

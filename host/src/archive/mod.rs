@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use ignore_rules::IgnoreRules;
 pub use output::Written;
-pub use tree::{measure_tree, Progress};
+pub use tree::{measure_tree, Progress, TreeSize};
 pub use walk::{ServerDir, MAX_ENTRY_PATH_BYTES};
 
 use crate::config::CompressionLevel;

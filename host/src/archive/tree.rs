@@ -34,22 +34,66 @@ pub struct Progress {
     pub entries_done: AtomicU64,
 }
 
-/// The bytes of file content a backup of `root` will archive: a walk of metadata only
-/// (no file is opened), so a progress bar has an honest total.
-pub fn measure_tree(root: &ServerDir, rules: &IgnoreRules, cancel: &CancellationToken) -> u64 {
-    let mut total = 0;
-    let Ok(mut walk) = Walk::new(root, rules) else {
-        return 0;
-    };
-    while !cancel.is_cancelled() {
-        match walk.next_entry() {
-            Ok(Some(entry)) if entry.kind == Kind::File => total += entry.stat.st_size as u64,
-            Ok(Some(_)) => {}
-            // The backup's own walk meets the same error and reports it.
-            Ok(None) | Err(_) => break,
+/// Tar's worst case per entry besides the content: its header block, the padding of its
+/// content to a block, and a GNU long-name record (a header block plus the name padded to a
+/// block) for a path over 100 bytes; the path itself is counted apart.
+const TAR_ENTRY_OVERHEAD: u64 = 4 * 512;
+/// A symlink's target is not read by the walk: a GNU long-link record for a target up to
+/// Linux's PATH_MAX (4096), padded, plus its header block.
+const TAR_SYMLINK_OVERHEAD: u64 = 4096 + 2 * 512;
+/// The end of a tar archive: two zero blocks, padded to tar's 10 KiB record.
+const TAR_END: u64 = 10 * 1024;
+/// Deflate's worst case on incompressible data: stored blocks of at most 64 KiB with a
+/// 5-byte header each, and parallel compression's per-chunk flush markers; 1/1000 of the
+/// input covers both with room to spare...
+const GZIP_OVERHEAD_PER_MILLE: u64 = 1;
+/// ...plus gzip's header and trailer and the last blocks' framing.
+const GZIP_FIXED_OVERHEAD: u64 = 64 * 1024;
+
+/// What a walk of metadata finds before a backup starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TreeSize {
+    /// Bytes of file content the backup will archive.
+    pub file_bytes: u64,
+    /// An upper bound of the compressed archive's size: the content plus tar's and gzip's
+    /// worst-case overhead for these entries.
+    pub archive_bound: u64,
+}
+
+/// The bytes of file content a backup of `root` will archive, and an upper bound of the
+/// archive's size: a walk of metadata only (no file is opened), so a progress bar has an
+/// honest total and a storage that must plan its parts has a bound.
+pub fn measure_tree(root: &ServerDir, rules: &IgnoreRules, cancel: &CancellationToken) -> TreeSize {
+    let mut file_bytes: u64 = 0;
+    let mut tar_bytes: u64 = TAR_END;
+    if let Ok(mut walk) = Walk::new(root, rules) {
+        while !cancel.is_cancelled() {
+            match walk.next_entry() {
+                Ok(Some(entry)) => {
+                    let path = entry.relative.as_os_str().len() as u64 + 1;
+                    tar_bytes = tar_bytes.saturating_add(TAR_ENTRY_OVERHEAD + path);
+                    match entry.kind {
+                        Kind::File => {
+                            let size = entry.stat.st_size as u64;
+                            file_bytes = file_bytes.saturating_add(size);
+                            tar_bytes = tar_bytes.saturating_add(size);
+                        }
+                        Kind::Symlink => tar_bytes = tar_bytes.saturating_add(TAR_SYMLINK_OVERHEAD),
+                        Kind::Dir | Kind::Special => {}
+                    }
+                }
+                // The backup's own walk meets the same error and reports it.
+                Ok(None) | Err(_) => break,
+            }
         }
     }
-    total
+    let archive_bound = tar_bytes
+        .saturating_add(tar_bytes / 1000 * GZIP_OVERHEAD_PER_MILLE)
+        .saturating_add(GZIP_FIXED_OVERHEAD);
+    TreeSize {
+        file_bytes,
+        archive_bound,
+    }
 }
 
 /// Appends every entry under `root` that `rules` keep to `builder`, in sorted order.
@@ -239,6 +283,40 @@ mod tests {
         )
         .unwrap();
         builder.into_inner().unwrap()
+    }
+
+    /// The bound a storage plans its parts with holds for what costs tar the most per byte
+    /// of content: deep 250-byte names, many empty and one-byte files, long symlink targets,
+    /// all compressed with stored (uncompressed) deflate blocks, gzip's worst case.
+    #[test]
+    fn the_archive_bound_covers_the_worst_archive() {
+        use std::io::Write as _;
+        let root = tempfile::tempdir().unwrap();
+        let server = ServerDir::open(root.path()).unwrap();
+        deep_tree(&server, 30);
+        for i in 0..500 {
+            std::fs::write(
+                root.path().join(format!("f{i}")),
+                if i % 2 == 0 { "" } else { "x" },
+            )
+            .unwrap();
+        }
+        for i in 0..20 {
+            let target = format!("{i}{}", "t/".repeat(1_900));
+            std::os::unix::fs::symlink(target, root.path().join(format!("link{i}"))).unwrap();
+        }
+        let measured = measure_tree(&server, &IgnoreRules::parse(""), &CancellationToken::new());
+        let tar = archive_of(&server, &Progress::default());
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+        gz.write_all(&tar).unwrap();
+        let archive = gz.finish().unwrap();
+        assert!(
+            archive.len() as u64 <= measured.archive_bound,
+            "{} bytes archived, bound {}",
+            archive.len(),
+            measured.archive_bound
+        );
+        assert_eq!(measured.file_bytes, 250 + 4);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use aerie_adapter_api::{ErrorKind, StoredBackup};
+use aerie_adapter_api::{BackupHints, ErrorKind, StoredBackup};
 use anyhow::anyhow;
 
 use super::progress::ProgressReporter;
@@ -158,9 +158,13 @@ fn make_backup(
     // Opened once, never through a symlink: every later open is relative to it.
     let root = &ServerDir::open(root)?;
     let rules = IgnoreRules::for_backup(root.fd(), &request.ignore);
+    // What the adapter may ask about the backup, posted until the backup ends (this
+    // function returns), filled in once the tree is measured.
+    let (_hints, hints_filler) = adapter.blocking().post_hints(&request.uuid);
     std::thread::scope(|scope| {
-        // The total is measured beside the archive, not before it: its walk reads no file,
-        // so it is done long before the archive, and the archive need not wait for it.
+        // The tree is measured beside the archive, not before it: its walk reads no file,
+        // so it is done long before the archive, and the archive need not wait for it (an
+        // adapter that asks for the hints meanwhile waits for them).
         let measuring = cancel.child_token();
         let measure = measuring.clone();
         let rules = &rules;
@@ -170,9 +174,12 @@ fn make_backup(
             .name("backup-measure".into())
             .spawn_scoped(scope, move || {
                 let _span = span.enter();
-                let total = archive::measure_tree(root, rules, &measure);
+                let measured = archive::measure_tree(root, rules, &measure);
                 if !measure.is_cancelled() {
-                    progress.bytes_total.store(total, Ordering::Relaxed);
+                    progress
+                        .bytes_total
+                        .store(measured.file_bytes, Ordering::Relaxed);
+                    hints_filler.fill(&BackupHints::with_size_upper_bound(measured.archive_bound));
                     // The first event, once the total is known: a progress bar appears
                     // with its honest total, never a partial one.
                     reporter.publish();

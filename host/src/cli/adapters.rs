@@ -17,8 +17,11 @@ pub struct AdaptersArgs {
 /// Lists the adapters of `config`; fails (exit 1) when any of them does not load or refuses
 /// its config, after listing them all.
 pub fn run(config: &Config, args: AdaptersArgs) -> anyhow::Result<()> {
-    let reports =
-        aerie::plugins::inspect(config.plugins.as_deref(), &config.system.backup_directory)?;
+    let reports = aerie::plugins::inspect(
+        config.plugins.as_deref(),
+        &config.system.backup_directory,
+        std::sync::Arc::new(aerie::events::presign::PanelServices::from_config(config)?),
+    )?;
     if args.json {
         println!("{}", serde_json::to_string(&reports)?);
     } else {

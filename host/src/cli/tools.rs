@@ -15,7 +15,12 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
     if config.api.ssl.enabled {
         aerie::tls::Tls::load(&config.api.ssl)?;
     }
-    aerie::plugins::Adapters::load(config.plugins.as_deref(), &config.system.backup_directory)?;
+    let services = aerie::events::presign::PanelServices::from_config(config)?;
+    aerie::plugins::Adapters::load(
+        config.plugins.as_deref(),
+        &config.system.backup_directory,
+        std::sync::Arc::new(services),
+    )?;
     println!("aerie: the config and its adapters are good");
     check_upstream(config)
 }

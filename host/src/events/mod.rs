@@ -3,6 +3,7 @@
 
 pub mod bus;
 pub mod panel;
+pub mod presign;
 pub mod reports;
 pub mod websocket;
 

@@ -76,26 +76,73 @@ impl Panel {
         })
     }
 
+    /// The Panel of `config` (`remote`, the node's token, `remote_query.timeout`); `None`
+    /// when no `remote` is configured.
+    pub fn from_config(config: &crate::config::Config) -> anyhow::Result<Option<Self>> {
+        config
+            .remote
+            .as_deref()
+            .map(|remote| {
+                Self::new(
+                    remote,
+                    &config.token_id,
+                    &config.token,
+                    Duration::from_secs(config.remote_query.timeout),
+                )
+            })
+            .transpose()
+    }
+
     /// POSTs `body` (JSON text) to `<remote>/api/remote<path>` with Wings' headers.
     pub async fn post(&self, path: &str, body: &str) -> Result<(), DeliveryError> {
+        let request = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .body(body.to_string());
+        self.send(request).await.map(drop)
+    }
+
+    /// GETs `<remote>/api/remote<path>` (a path with its query) with Wings' headers; the
+    /// body of a 2xx answer, read up to `limit` bytes.
+    pub async fn get(&self, path: &str, limit: usize) -> Result<Vec<u8>, DeliveryError> {
+        let request = self.client.get(format!("{}{path}", self.base));
+        let mut response = self.send(request).await?;
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| DeliveryError::Unavailable(error_chain(&e)))?
+        {
+            if body.len() + chunk.len() > limit {
+                return Err(DeliveryError::Failed(format!(
+                    "the Panel's answer is larger than {limit} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    /// Sends `request` with Wings' headers; a 2xx response, or why not.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, DeliveryError> {
         let user_agent = format!(
             "aerie/{} (Pterodactyl Wings compatible)",
             env!("CARGO_PKG_VERSION")
         );
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
+        let response = request
             .header(AUTHORIZATION, &self.authorization)
             .header(ACCEPT, "application/vnd.pterodactyl.v1+json")
             .header(CONTENT_TYPE, "application/json")
             .header(USER_AGENT, user_agent)
-            .body(body.to_string())
             .send()
             .await
             .map_err(|e| DeliveryError::Unavailable(error_chain(&e)))?;
         let status = response.status();
         if status.is_success() {
-            return Ok(());
+            return Ok(response);
         }
         let text = response.text().await.unwrap_or_default();
         let detail = serde_json::from_str::<serde_json::Value>(&text)

@@ -45,6 +45,9 @@ pub enum VerifyError {
     /// The daemon is stopping and takes no new work.
     #[error("This node is shutting down; try again when it is back.")]
     ShuttingDown,
+    /// The storage could not say whether it holds the backup (unreachable, refusing).
+    #[error("{0}")]
+    Storage(crate::backups::LocateError),
     /// Something on this side failed.
     #[error("The verification could not be started: {0}")]
     Internal(String),
@@ -161,7 +164,7 @@ impl Verifications {
             .backups
             .locate(server, uuid, None)
             .await
-            .map_err(|err| VerifyError::Internal(err.to_string()))?
+            .map_err(VerifyError::Storage)?
             .ok_or(VerifyError::NotFound)?;
         let recorded = record.filter(|r| r.state == State::Completed);
         // The registry's record when there is one, else what the storage says of itself
@@ -233,7 +236,7 @@ impl Verifications {
                 .backups
                 .locate(server, uuid, None)
                 .await
-                .map_err(|err| VerifyError::Internal(err.to_string()))?
+                .map_err(VerifyError::Storage)?
             {
                 Some(_) => Err(VerifyError::NeverVerified),
                 None => Err(VerifyError::NotFound),

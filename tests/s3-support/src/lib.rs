@@ -8,6 +8,7 @@
 //! (which `tests/run.sh` does) exports `AERIE_TEST_S3_ENDPOINT` and the static test
 //! credentials. Without it the tests fail, saying so, rather than skip.
 
+mod panel_side;
 mod proxy;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -18,6 +19,7 @@ use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::Client;
 use tokio::runtime::Runtime;
 
+pub use panel_side::PanelS3;
 pub use proxy::Proxy;
 
 /// One mebibyte.
