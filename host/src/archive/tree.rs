@@ -28,7 +28,8 @@ const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(5);
 pub struct Progress {
     /// Bytes of file content archived so far.
     pub bytes_done: AtomicU64,
-    /// Bytes of file content the backup will archive, from a walk before it starts.
+    /// Bytes of file content the backup will archive, from a walk beside it (0 until that
+    /// walk ends).
     pub bytes_total: AtomicU64,
     /// Entries (files, directories, links) archived so far.
     pub entries_done: AtomicU64,
