@@ -259,6 +259,7 @@ def main():
         name = name.replace("|", "\\|")
         print(f"| {name} | {seconds:.2f} | {input_bytes / 1e6 / seconds:,.1f} |")
     shutil.rmtree(backups, ignore_errors=True)
+    shutil.rmtree(restore_volumes, ignore_errors=True)
 
 
 if __name__ == "__main__":
