@@ -58,7 +58,24 @@ enum Command {
     AdapterTest(aerie::adapter_test::Args),
 }
 
+/// glibc malloc arenas the daemon may use (glibc's default is 8 per core). Each backup runs
+/// a few threads (walk, compression, hashing, storing) that pass 1 MiB blocks between them;
+/// with an arena for nearly every thread, freed blocks stay spread over many arenas: 205
+/// backups at once (`tests/bench/load.py`, 2 cores) peaked at 99–234 MiB of RSS (median 130,
+/// five runs) with the default, 60–155 MiB (median 75) with 4 arenas.
+#[cfg(target_env = "gnu")]
+const MALLOC_ARENAS: libc::c_int = 4;
+
 fn main() -> ExitCode {
+    // An operator's own MALLOC_ARENA_MAX, which glibc has read already, wins.
+    #[cfg(target_env = "gnu")]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets a parameter of the allocator; it runs first, before any
+        // other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+        }
+    }
     let cli = Cli::parse();
     cli::logging::init(cli.log_format);
     match run(cli) {

@@ -1,18 +1,22 @@
 #!/usr/bin/env python3
-"""aerie against tar | pigz on the shared game-server corpus.
+"""aerie against the walk-and-read floor and tar | pigz on the game-server corpus.
 
-One command: generates the corpus (tests/bench/make-corpus.py, scale as an argument),
-then times, as whole processes, several runs each (median):
+One command, from a clone of the project alone: generates the corpus once
+(tests/bench/make-corpus.py, seeded, scale as an argument), then times, as whole processes,
+several runs each (median), with the page cache warm:
+  - the floor: `tar -cf - . | cat > /dev/null`, what walking and reading the tree costs;
   - a backup through the running daemon with the `wings` adapter, from the POST to the
-    `completed` state, at best_speed and at best_compression (peak RSS of the daemon too);
+    `completed` state, at `none`, `best_speed` and `best_compression` (peak RSS of the
+    daemon too), each also as a ratio of the floor;
   - `tar -cf - . | pigz -1 -p CORES > f && sha1sum f`, and the -9 equivalent;
   - `tar -cf - . | gzip -1 > f && sha1sum f`, the single-core reference;
   - a restore through the daemon next to `pigz -dc f | tar -x`.
-and prints a table: wall seconds, MB/s of input, archive size, peak RSS, ratio to pigz.
+and prints a table: wall seconds, MB/s of input, archive size, peak RSS, ratios.
 
     python3 tests/bench/compare.py [--scale 1.0] [--runs 3] [--work /var/tmp/aerie-bench]
 
-Build first: cargo build --release -p aerie -p aerie-adapter-wings
+Build first: cargo build --release -p aerie -p aerie-adapter-wings (CARGO_TARGET_DIR is
+honoured).
 """
 
 import argparse
@@ -29,8 +33,13 @@ import uuid
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CORPUS_SCRIPT = REPO / "tests" / "bench" / "make-corpus.py"
-AERIE = REPO / "target" / "release" / "aerie"
 TOKEN = "bench-token"
+LEVELS = ("none", "best_speed", "best_compression")
+
+
+def release_binary():
+    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+    return target / "release" / "aerie"
 
 
 def sh(command, cwd=None):
@@ -50,25 +59,37 @@ def tree_bytes(root):
     return int(out.stdout.strip())
 
 
-class Daemon:
-    """The release daemon on a node whose one server is the corpus."""
+def make_corpus(volumes, scale):
+    """The corpus as a server directory (a real folder: aerie refuses a server that is a
+    symlink), generated once."""
+    corpus = volumes / f"corpus-{scale}"
+    if not corpus.is_dir():
+        print(f"bench: generating the corpus at scale {scale} into {corpus} (once)",
+              file=sys.stderr)
+        tmp = volumes / f".corpus-{scale}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        sh(f"python3 {CORPUS_SCRIPT} --root {tmp} --scale {scale} > /dev/null")
+        tmp.rename(corpus)
+    return corpus
 
-    def __init__(self, work, corpus, level, restore_into):
-        self.work = work / f"node-{level}"
+
+class Daemon:
+    """The release daemon on a node whose servers are the folders of `volumes`."""
+
+    def __init__(self, work, name, volumes, backups, level="best_speed"):
+        self.work = work / name
         shutil.rmtree(self.work, ignore_errors=True)
-        (self.work / "volumes").mkdir(parents=True)
-        os.symlink(corpus, self.work / "volumes" / "corpus")
-        self.restore_target = restore_into / "aerie-restore"
-        self.restore_target.mkdir(parents=True, exist_ok=True)
-        os.symlink(self.restore_target, self.work / "volumes" / "restore")
+        self.work.mkdir(parents=True)
+        self.backups = backups
         config = self.work / "config.yml"
         config.write_text(
             f"token: {TOKEN}\napi: {{host: 127.0.0.1, port: 0}}\n"
-            f"system:\n  root_directory: {self.work}/state\n  data: {self.work}/volumes\n"
-            f"  backup_directory: {self.work}/backups\n"
+            f"system:\n  root_directory: {self.work}/state\n  data: {volumes}\n"
+            f"  backup_directory: {backups}\n"
             f"  backups: {{compression_level: {level}}}\n")
-        self.log = open(self.work / "aerie.log", "w")
-        self.process = subprocess.Popen([str(AERIE), "--config", str(config)],
+        self.log_path = self.work / "aerie.log"
+        self.log = open(self.log_path, "w")
+        self.process = subprocess.Popen([str(release_binary()), "--config", str(config)],
                                         stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.process.stdout.readline()
         self.base = line.strip().rsplit(" ", 1)[-1]
@@ -81,12 +102,14 @@ class Daemon:
             text = response.read()
             return json.loads(text) if text else None
 
-    def backup(self):
+    def backup(self, server):
+        """Backs `server` up; returns the seconds from the POST to `completed`, the archive's
+        size and its uuid."""
         backup = str(uuid.uuid4())
         start = time.monotonic()
-        self.call("POST", "/api/servers/corpus/backup", {"adapter": "wings", "uuid": backup})
+        self.call("POST", f"/api/servers/{server}/backup", {"adapter": "wings", "uuid": backup})
         while True:
-            status = self.call("GET", f"/api/servers/corpus/backup/{backup}")
+            status = self.call("GET", f"/api/servers/{server}/backup/{backup}")
             if status["state"] != "running":
                 break
             time.sleep(0.02)
@@ -94,22 +117,18 @@ class Daemon:
         assert status["state"] == "completed", status
         return elapsed, status["size"], backup
 
-    def restore(self, backup):
-        """Restores the archive of `backup` into the empty server `restore` (as an archive
-        the registry never saw: the registry ties each backup to its own server)."""
-        shutil.rmtree(self.restore_target)
-        self.restore_target.mkdir()
+    def restore(self, server, target, backup):
+        """Restores the archive `backup` (one this daemon's registry never saw) into the
+        emptied server `server`, whose folder is `target`; returns the seconds it took."""
+        shutil.rmtree(target)
+        target.mkdir()
         sh("sync")
-        copy = str(uuid.uuid4())
-        os.link(self.work / "backups" / f"{backup}.tar.gz", self.work / "backups" / f"{copy}.tar.gz")
-        backup = copy
         marker = self.log.tell()
         start = time.monotonic()
-        self.call("POST", f"/api/servers/restore/backup/{backup}/restore",
+        self.call("POST", f"/api/servers/{server}/backup/{backup}/restore",
                   {"adapter": "wings", "truncate_directory": True, "download_url": ""})
-        log = self.work / "aerie.log"
         while True:
-            with open(log) as f:
+            with open(self.log_path) as f:
                 f.seek(marker)
                 text = f.read()
             if "restore completed" in text or "restore failed" in text:
@@ -137,68 +156,110 @@ def main():
     parser.add_argument("--restore-into", type=pathlib.Path, default=None,
                         help="where restores write (default: the work folder; /dev/shm "
                              "times the pipeline without the disk's writeback)")
+    parser.add_argument("--no-references", action="store_true",
+                        help="skip the pigz and gzip pipelines (the floor still runs); "
+                             "without pigz installed, its rows are skipped anyway")
     args = parser.parse_args()
-    restore_into = args.restore_into or args.work
-    if not AERIE.exists():
-        sys.exit(f"{AERIE} is missing: cargo build --release -p aerie -p aerie-adapter-wings")
+    if not release_binary().exists():
+        sys.exit(f"{release_binary()} is missing: "
+                 "cargo build --release -p aerie -p aerie-adapter-wings")
     cores = os.cpu_count()
-    args.work.mkdir(parents=True, exist_ok=True)
-    corpus = args.work / f"corpus-{args.scale}"
-    if not corpus.exists():
-        sh(f"python3 {CORPUS_SCRIPT} --root {corpus} --scale {args.scale} > /dev/null")
+    work = args.work.resolve()
+    volumes = work / "volumes"
+    volumes.mkdir(parents=True, exist_ok=True)
+    backups = work / "backups"
+    shutil.rmtree(backups, ignore_errors=True)
+    backups.mkdir()
+    corpus = make_corpus(volumes, args.scale)
+    server = corpus.name
     input_bytes = tree_bytes(corpus)
     sh("tar -cf - . | cat > /dev/null", cwd=corpus)  # warm the page cache
 
-    out = args.work / "out.tar.gz"
-    rows = []
+    out = work / "out.tar.gz"
+    rows = []  # (name, seconds, archive bytes or None, peak RSS or None, pigz seconds or None)
 
-    def pipeline(name, command):
-        times = [timed(f"{command} > {out} && sha1sum {out} > /dev/null", cwd=corpus)
-                 for _ in range(args.runs)]
-        rows.append((name, statistics.median(times), out.stat().st_size, None))
+    def pipeline(name, command, archive=True):
+        times = [timed(command, cwd=corpus) for _ in range(args.runs)]
+        size = out.stat().st_size if archive else None
+        rows.append((name, statistics.median(times), size, None, None))
         return statistics.median(times)
 
-    pigz1 = pipeline(f"tar | pigz -1 -p {cores} && sha1sum", f"tar -cf - . | pigz -1 -p {cores}")
-    shutil.copy(out, args.work / "pigz1.tar.gz")
-    pigz9 = pipeline(f"tar | pigz -9 -p {cores} && sha1sum", f"tar -cf - . | pigz -9 -p {cores}")
-    pipeline("tar | gzip -1 && sha1sum", "tar -cf - . | gzip -1")
+    floor = pipeline("floor: tar -cf - . | cat > /dev/null", "tar -cf - . | cat > /dev/null",
+                     archive=False)
+    references = {}
+    pigz = not args.no_references and shutil.which("pigz") is not None
+    if not args.no_references and not pigz:
+        print("bench: pigz is not installed (apt-get install pigz): its rows are left out",
+              file=sys.stderr)
+    if pigz:
+        stored = f"> {out} && sha1sum {out} > /dev/null"
+        references["best_speed"] = pipeline(f"tar | pigz -1 -p {cores} && sha1sum",
+                                            f"tar -cf - . | pigz -1 -p {cores} {stored}")
+        shutil.copy(out, work / "pigz1.tar.gz")
+        references["best_compression"] = pipeline(f"tar | pigz -9 -p {cores} && sha1sum",
+                                                  f"tar -cf - . | pigz -9 -p {cores} {stored}")
+    if not args.no_references:
+        pipeline("tar | gzip -1 && sha1sum",
+                 f"tar -cf - . | gzip -1 > {out} && sha1sum {out} > /dev/null")
 
     restore_rows = []
-    for level, reference in (("best_speed", pigz1), ("best_compression", pigz9)):
-        daemon = Daemon(args.work, corpus, level, restore_into)
+    restore_volumes = (args.restore_into or work).resolve() / "restore-volumes"
+    for level in LEVELS:
+        daemon = Daemon(work, f"node-{level}", volumes, backups, level)
         try:
-            runs = [daemon.backup() for _ in range(args.runs)]
+            runs = [daemon.backup(server) for _ in range(args.runs)]
+            for _, _, backup in runs[:-1]:
+                (backups / f"{backup}.tar.gz").unlink()
             elapsed = statistics.median(r[0] for r in runs)
-            rows.append((f"aerie {level}", elapsed, runs[-1][1], daemon.peak_rss_mib(), reference))
-            if level == "best_speed":
-                restores = [daemon.restore(runs[-1][2]) for _ in range(args.runs)]
-                restore_rows.append(("aerie restore (best_speed archive)", statistics.median(restores)))
+            rows.append((f"aerie {level}", elapsed, runs[-1][1], daemon.peak_rss_mib(),
+                         references.get(level)))
         finally:
             daemon.stop()
+        if level == "best_speed":
+            # A daemon of its own, on a node whose one server is the (empty) restore target.
+            restore_volumes.mkdir(parents=True, exist_ok=True)
+            target = restore_volumes / "restore"
+            target.mkdir(exist_ok=True)
+            restorer = Daemon(work, "node-restore", restore_volumes, backups)
+            try:
+                restores = [restorer.restore("restore", target, runs[-1][2])
+                            for _ in range(args.runs)]
+                restore_rows.append(("aerie restore (best_speed archive)",
+                                     statistics.median(restores)))
+            finally:
+                restorer.stop()
+                shutil.rmtree(target, ignore_errors=True)
 
-    target = restore_into / "untar"
-    def untar():
-        shutil.rmtree(target, ignore_errors=True)
-        target.mkdir()
-        sh("sync")
-        return timed(f"pigz -dc {args.work / 'pigz1.tar.gz'} | tar -x -C {target}")
-    restore_rows.append(("pigz -dc | tar -x (pigz -1 archive)", statistics.median(untar() for _ in range(args.runs))))
+    if pigz:
+        untarred = restore_volumes / "untar"
+
+        def untar():
+            shutil.rmtree(untarred, ignore_errors=True)
+            untarred.mkdir()
+            sh("sync")
+            return timed(f"pigz -dc {work / 'pigz1.tar.gz'} | tar -x -C {untarred}")
+        restore_rows.append(("pigz -dc | tar -x (pigz -1 archive)",
+                             statistics.median(untar() for _ in range(args.runs))))
+        shutil.rmtree(untarred, ignore_errors=True)
 
     print(f"\ncorpus scale {args.scale}: {input_bytes / 1e6:,.1f} MB of tar input, "
-          f"{cores} cores, median of {args.runs} runs\n")
-    print(f"| pipeline | s | MB/s | archive MB | peak RSS MiB | × pigz |")
-    print(f"|---|---:|---:|---:|---:|---:|")
-    for name, seconds, size, rss, reference in [(r + (None,))[:5] for r in rows]:
-        ratio = f"{seconds / reference:.2f}" if reference else ""
+          f"{cores} cores, median of {args.runs} runs, warm page cache\n")
+    print("| pipeline | s | × floor | MB/s | archive MB | peak RSS MiB | × pigz |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, seconds, size, rss, reference in rows:
+        pigz = f"{seconds / reference:.2f}" if reference else ""
+        size_text = f"{size / 1e6:,.1f}" if size else ""
         rss_text = f"{rss:.1f}" if rss else ""
         name = name.replace("|", "\\|")
-        print(f"| {name} | {seconds:.2f} | {input_bytes / 1e6 / seconds:,.1f} | "
-              f"{size / 1e6:,.1f} | {rss_text} | {ratio} |")
-    print(f"\n| restore | s | MB/s |")
-    print(f"|---|---:|---:|")
+        print(f"| {name} | {seconds:.2f} | {seconds / floor:.2f} | "
+              f"{input_bytes / 1e6 / seconds:,.1f} | {size_text} | {rss_text} | {pigz} |")
+    print("\n| restore | s | MB/s |")
+    print("|---|---:|---:|")
     for name, seconds in restore_rows:
         name = name.replace("|", "\\|")
         print(f"| {name} | {seconds:.2f} | {input_bytes / 1e6 / seconds:,.1f} |")
+    shutil.rmtree(backups, ignore_errors=True)
+    shutil.rmtree(restore_volumes, ignore_errors=True)
 
 
 if __name__ == "__main__":

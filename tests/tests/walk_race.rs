@@ -16,6 +16,9 @@ const SERVER: &str = "5f0c4a57-6a2e-4c8e-9a43-3f0a1b2c3d4e";
 /// The name of the file that exists only outside the server.
 const MARKER: &str = "MARKER-outside-the-server";
 
+/// The content of the files outside the server that share the names of files inside it.
+const SECRET: &str = "SECRET-outside-the-server";
+
 /// Backups taken while the swapping runs: the old walk leaked within a few.
 const BACKUPS: usize = 25;
 
@@ -47,9 +50,14 @@ fn a_folder_swapped_for_a_symlink_during_backups_never_leaks_what_is_outside() {
         for f in 0..5 {
             std::fs::write(root.join("swap").join(&name).join(format!("f{f}")), "x").unwrap();
         }
-        // The same names outside, each holding the marker.
+        // The same names outside, each holding the marker, and files of the same names
+        // holding a secret: what a reader that follows a path (not the walk's descriptors)
+        // would take in.
         std::fs::create_dir(outside.join(&name)).unwrap();
         std::fs::write(outside.join(&name).join(MARKER), "secret").unwrap();
+        for f in 0..5 {
+            std::fs::write(outside.join(&name).join(format!("f{f}")), SECRET).unwrap();
+        }
     }
     symlink(&outside, root.join("swaplink")).unwrap();
     let daemon = node.start();
@@ -89,6 +97,16 @@ fn a_folder_swapped_for_a_symlink_during_backups_never_leaks_what_is_outside() {
         assert!(
             !names.contains(MARKER),
             "backup {uuid} holds a file from outside the server:\n{names}"
+        );
+        let archive = node.backup_dir().join(format!("{uuid}.tar.gz"));
+        let contents = run(
+            "tar",
+            &["-xzOf", archive.to_str().unwrap()],
+            node.dir.path(),
+        );
+        assert!(
+            !contents.contains(SECRET),
+            "backup {uuid} holds the content of a file outside the server"
         );
     }
 }

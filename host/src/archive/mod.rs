@@ -1,12 +1,14 @@
 //! Making an archive: walk the server's tree (minus what its ignore rules leave out) into a
 //! tar stream, gzip it on every core, and stream the result into an adapter's sink while
-//! hashing it. The walk, tar, SHA-1 and the writes to the sink run on one blocking thread
-//! while worker threads compress; everything streams, so memory stays flat whatever the size
-//! of the backup.
+//! hashing it. The walk and tar run on the calling thread, reading each file straight into
+//! the block being compressed; worker threads compress; two more hash the result and write
+//! it to the sink. Everything streams, so memory stays flat whatever the size of the backup.
 
 pub mod gzip;
 mod ignore_rules;
 mod output;
+#[cfg(test)]
+mod tests;
 mod tree;
 mod walk;
 
@@ -52,16 +54,20 @@ pub fn write_archive(
     progress: &Progress,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Written> {
-    let output = ArchiveOutput::new(sink, settings.write_limit, cancel);
-    let gzip = ParallelGzWriter::new(output, gzip_level(settings.compression), settings.threads)
-        .context("cannot start compressing")?;
-    let mut builder = tar::Builder::new(gzip);
-    builder.mode(tar::HeaderMode::Complete);
-    builder.follow_symlinks(false);
-    tree::append_tree(&mut builder, root, rules, progress, cancel)?;
-    // Close the tar stream (its end blocks) and the gzip stream (its trailer), checking
-    // both: Wings ignores these errors and can report a truncated archive as good.
-    let gzip = builder.into_inner().context("cannot end the tar stream")?;
-    let output = gzip.finish().context("cannot end the gzip stream")?;
-    output.finish().context("cannot store the archive")
+    std::thread::scope(|scope| {
+        let output = ArchiveOutput::start(scope, sink, settings.write_limit, cancel)
+            .context("cannot start storing")?;
+        let gzip =
+            ParallelGzWriter::new(output, gzip_level(settings.compression), settings.threads)
+                .context("cannot start compressing")?;
+        let mut builder = tar::Builder::new(gzip);
+        builder.mode(tar::HeaderMode::Complete);
+        builder.follow_symlinks(false);
+        tree::append_tree(&mut builder, root, rules, progress, cancel)?;
+        // Close the tar stream (its end blocks) and the gzip stream (its trailer), checking
+        // both: Wings ignores these errors and can report a truncated archive as good.
+        let gzip = builder.into_inner().context("cannot end the tar stream")?;
+        let output = gzip.finish().context("cannot end the gzip stream")?;
+        output.finish().context("cannot store the archive")
+    })
 }

@@ -2,8 +2,8 @@
 //! and symlinks (as links), with modes and mtimes, and each file's size pinned at stat time
 //! so a file that changes while it is read never fails the backup.
 
-use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -12,11 +12,13 @@ use anyhow::{bail, Context};
 use rustix::fs::Stat;
 use tokio_util::sync::CancellationToken;
 
+use super::gzip::{BlockWrite, ParallelGzWriter};
 use super::ignore_rules::IgnoreRules;
 use super::walk::{shown, Entry, Kind, ServerDir, Walk};
 
-/// The read size for file contents: few syscalls per file, little memory.
-const READ_BUFFER_BYTES: usize = 256 * 1024;
+/// A tar stream's unit: every header and every file's content fill whole records of 512
+/// bytes (POSIX `ustar`).
+const TAR_RECORD_BYTES: usize = 512;
 
 /// How often a running backup logs its progress.
 const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(5);
@@ -26,7 +28,8 @@ const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(5);
 pub struct Progress {
     /// Bytes of file content archived so far.
     pub bytes_done: AtomicU64,
-    /// Bytes of file content the backup will archive, from a walk before it starts.
+    /// Bytes of file content the backup will archive, from a walk beside it (0 until that
+    /// walk ends).
     pub bytes_total: AtomicU64,
     /// Entries (files, directories, links) archived so far.
     pub entries_done: AtomicU64,
@@ -95,7 +98,7 @@ pub fn measure_tree(root: &ServerDir, rules: &IgnoreRules, cancel: &Cancellation
 }
 
 /// Appends every entry under `root` that `rules` keep to `builder`, in sorted order.
-pub fn append_tree<W: Write>(
+pub fn append_tree<W: TarOutput>(
     builder: &mut tar::Builder<W>,
     root: &ServerDir,
     rules: &IgnoreRules,
@@ -129,7 +132,7 @@ pub fn append_tree<W: Write>(
     }
 }
 
-fn append_entry<W: Write>(
+fn append_entry<W: TarOutput>(
     builder: &mut tar::Builder<W>,
     entry: &Entry<'_>,
     progress: &Progress,
@@ -155,12 +158,10 @@ fn append_entry<W: Write>(
             };
             let size = stat.st_size as u64;
             let mut header = header_for(&stat, size);
-            // Large reads: io::copy takes a BufReader's buffer as it is, not 8 KiB at a time.
-            let content = io::BufReader::with_capacity(
-                READ_BUFFER_BYTES,
-                PinnedSize::new(file, size, relative, progress),
-            );
-            builder.append_data(&mut header, relative, content)
+            // The header (and a GNU long-name entry before it) alone; the content follows
+            // straight from the file.
+            builder.append_data(&mut header, relative, io::empty())?;
+            append_content(builder.get_mut(), file.as_fd(), size, relative, progress)
         }
         Kind::Special => {
             // Sockets, FIFOs and devices are not server files; Wings skips sockets too.
@@ -191,62 +192,64 @@ fn header_for(stat: &Stat, size: u64) -> tar::Header {
     header
 }
 
-/// A file's content held to the size it had when it was stat'ed: a file that grew is cut
-/// there, one that shrank is padded with zeros, so the tar header stays true.
-struct PinnedSize<'a> {
-    file: io::Take<File>,
-    remaining: u64,
-    relative: &'a Path,
-    progress: &'a Progress,
-    padding: bool,
+/// Where the tar stream goes: a writer that can also take a file's content straight from
+/// its descriptor, with no buffer of its own in between.
+pub trait TarOutput: Write {
+    /// Appends up to `max` bytes read from `file` at its offset; how many came, 0 at its end.
+    fn read_from(&mut self, file: BorrowedFd<'_>, max: usize) -> io::Result<usize>;
 }
 
-impl<'a> PinnedSize<'a> {
-    fn new(file: File, size: u64, relative: &'a Path, progress: &'a Progress) -> Self {
-        Self {
-            file: file.take(size),
-            remaining: size,
-            relative,
-            progress,
-            padding: false,
-        }
+impl<W: BlockWrite + Send> TarOutput for ParallelGzWriter<W> {
+    fn read_from(&mut self, file: BorrowedFd<'_>, max: usize) -> io::Result<usize> {
+        ParallelGzWriter::read_from(self, file, max)
     }
 }
 
-impl Read for PinnedSize<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.remaining == 0 {
-            return Ok(0);
+/// Appends a file's content held to `size`, the size it had when it was stat'ed, then the
+/// zeros that end its last 512-byte record: a file that grew is cut there, one that shrank is
+/// padded with zeros, so the tar header stays true.
+fn append_content<W: TarOutput>(
+    out: &mut W,
+    file: BorrowedFd<'_>,
+    size: u64,
+    relative: &Path,
+    progress: &Progress,
+) -> io::Result<()> {
+    let mut remaining = size;
+    while remaining > 0 {
+        let max = usize::try_from(remaining).unwrap_or(usize::MAX);
+        let n = out.read_from(file, max)? as u64;
+        if n == 0 {
+            tracing::warn!(
+                path = %shown(relative),
+                missing = remaining,
+                "file shrank while it was archived; padding it with zeros"
+            );
+            io::copy(&mut io::repeat(0).take(remaining), out)?;
+            progress.bytes_done.fetch_add(remaining, Ordering::Relaxed);
+            break;
         }
-        let n = if self.padding {
-            let n = buf.len().min(self.remaining as usize);
-            buf[..n].fill(0);
-            n
-        } else {
-            match self.file.read(buf)? {
-                0 => {
-                    tracing::warn!(
-                        path = %shown(self.relative),
-                        missing = self.remaining,
-                        "file shrank while it was archived; padding it with zeros"
-                    );
-                    self.padding = true;
-                    return self.read(buf);
-                }
-                n => n,
-            }
-        };
-        self.remaining -= n as u64;
-        self.progress
-            .bytes_done
-            .fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
+        remaining -= n;
+        progress.bytes_done.fetch_add(n, Ordering::Relaxed);
     }
+    let record = TAR_RECORD_BYTES as u64;
+    let padding = (record - size % record) % record;
+    out.write_all(&[0; TAR_RECORD_BYTES][..padding as usize])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Tests read the tar stream as it is, uncompressed.
+    impl TarOutput for Vec<u8> {
+        fn read_from(&mut self, file: BorrowedFd<'_>, max: usize) -> io::Result<usize> {
+            let mut buffer = vec![0; max.min(64 * 1024)];
+            let n = rustix::io::read(file, &mut buffer)?;
+            self.extend_from_slice(&buffer[..n]);
+            Ok(n)
+        }
+    }
 
     /// Makes `levels` nested folders of 250-character names under `server`, with a file
     /// `deep.txt` saying "deep" at the bottom; returns that file's relative path.
@@ -381,16 +384,20 @@ mod tests {
         let path = dir.path().join("f");
         std::fs::write(&path, b"abc").unwrap();
         let progress = Progress::default();
-        let mut out = Vec::new();
-        PinnedSize::new(File::open(&path).unwrap(), 5, Path::new("f"), &progress)
-            .read_to_end(&mut out)
-            .unwrap();
-        assert_eq!(out, b"abc\0\0");
-        out.clear();
-        PinnedSize::new(File::open(&path).unwrap(), 2, Path::new("f"), &progress)
-            .read_to_end(&mut out)
-            .unwrap();
-        assert_eq!(out, b"ab");
+        let content = |size| {
+            let file = std::fs::File::open(&path).unwrap();
+            let mut out = Vec::new();
+            append_content(&mut out, file.as_fd(), size, Path::new("f"), &progress).unwrap();
+            out
+        };
+        let shrunk = content(5);
+        assert_eq!(shrunk[..5], *b"abc\0\0");
+        assert_eq!(shrunk.len(), TAR_RECORD_BYTES, "padded to a whole record");
+        assert!(shrunk[3..].iter().all(|&b| b == 0));
+        let grown = content(2);
+        assert_eq!(grown[..2], *b"ab");
+        assert_eq!(grown.len(), TAR_RECORD_BYTES);
+        assert!(grown[2..].iter().all(|&b| b == 0));
         assert_eq!(progress.bytes_done.load(Ordering::Relaxed), 7);
     }
 }

@@ -142,8 +142,9 @@ impl Backups {
     }
 }
 
-/// The whole backup on a blocking thread: measure the tree, open the sink, stream the
-/// archive into it, then finish it, or abort it on any error so nothing partial is left.
+/// The whole backup on a blocking thread: measure the tree (beside the rest), open the
+/// sink, stream the archive into it, then finish it, or abort it on any error so nothing
+/// partial is left.
 fn make_backup(
     adapter: &Adapter,
     server: &str,
@@ -160,13 +161,55 @@ fn make_backup(
     // What the adapter may ask about the backup, posted until the backup ends (this
     // function returns), filled in once the tree is measured.
     let (_hints, hints_filler) = adapter.blocking().post_hints(&request.uuid);
-    let measured = archive::measure_tree(root, &rules, cancel);
-    progress
-        .bytes_total
-        .store(measured.file_bytes, Ordering::Relaxed);
-    hints_filler.fill(&BackupHints::with_size_upper_bound(measured.archive_bound));
-    // The first event, at once: a progress bar appears with its honest total.
-    reporter.publish();
+    std::thread::scope(|scope| {
+        // The tree is measured beside the archive, not before it: its walk reads no file,
+        // so it is done long before the archive, and the archive need not wait for it (an
+        // adapter that asks for the hints meanwhile waits for them).
+        let measuring = cancel.child_token();
+        let measure = measuring.clone();
+        let rules = &rules;
+        // What it logs (a file that vanished) carries the backup's span.
+        let span = tracing::Span::current();
+        std::thread::Builder::new()
+            .name("backup-measure".into())
+            .spawn_scoped(scope, move || {
+                let _span = span.enter();
+                let measured = archive::measure_tree(root, rules, &measure);
+                if !measure.is_cancelled() {
+                    progress
+                        .bytes_total
+                        .store(measured.file_bytes, Ordering::Relaxed);
+                    hints_filler.fill(&BackupHints::with_size_upper_bound(measured.archive_bound));
+                    // The first event, once the total is known: a progress bar appears
+                    // with its honest total, never a partial one.
+                    reporter.publish();
+                }
+            })
+            .map_err(|e| anyhow!("cannot start measuring the backup: {e}"))?;
+        let archived = archive_into_sink(
+            adapter, server, request, root, rules, settings, progress, cancel,
+        );
+        if archived.is_err() {
+            // Its total no longer matters.
+            measuring.cancel();
+        }
+        archived
+    })
+}
+
+/// Opens the adapter's sink, streams the archive into it, then finishes it, or aborts it on
+/// any error so nothing partial is left.
+#[allow(clippy::too_many_arguments)]
+fn archive_into_sink(
+    adapter: &Adapter,
+    server: &str,
+    request: &BackupRequest,
+    root: &ServerDir,
+    rules: &IgnoreRules,
+    settings: ArchiveSettings,
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> anyhow::Result<(Written, StoredBackup)> {
     let mut sink = retrying(&adapter.name, "begin_backup", || {
         adapter.blocking().begin_backup(server, &request.uuid)
     })
@@ -176,8 +219,7 @@ fn make_backup(
             StorageError::new(&adapter.name, e)
         )
     })?;
-    let written = match archive::write_archive(root, &rules, settings, &mut sink, progress, cancel)
-    {
+    let written = match archive::write_archive(root, rules, settings, &mut sink, progress, cancel) {
         Ok(written) => written,
         Err(err) => {
             if let Err(abort_err) = sink.abort() {

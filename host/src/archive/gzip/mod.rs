@@ -35,6 +35,7 @@ mod unfinalize;
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
+use std::os::fd::BorrowedFd;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 
 use pool::{Done, Job, Pool};
@@ -80,6 +81,20 @@ impl Level {
     }
 }
 
+/// Where the gzip stream goes: a writer that takes each compressed block whole. One that can
+/// keep the block's buffer (and give back an empty one to compress into) spares a copy of
+/// the archive; any other writes it and hands the same buffer back.
+pub trait BlockWrite: Write {
+    /// Writes `block` whole; returns an empty buffer to reuse.
+    fn write_block(&mut self, mut block: Vec<u8>) -> io::Result<Vec<u8>> {
+        self.write_all(&block)?;
+        block.clear();
+        Ok(block)
+    }
+}
+
+impl BlockWrite for Vec<u8> {}
+
 /// An [`io::Write`] that gzips what is written to it on `threads` worker threads into one
 /// single-member gzip stream on `W`.
 ///
@@ -89,7 +104,7 @@ impl Level {
 /// size. Call [`finish`](Self::finish) to write the last block and the trailer; dropping the
 /// writer without it stops the workers and leaves `W` with an incomplete stream. After an error
 /// every later call fails.
-pub struct ParallelGzWriter<W: Write + Send> {
+pub struct ParallelGzWriter<W: BlockWrite + Send> {
     inner: W,
     /// The block being filled.
     block: Vec<u8>,
@@ -105,7 +120,7 @@ pub struct ParallelGzWriter<W: Write + Send> {
     pool: Pool,
 }
 
-impl<W: Write + Send> ParallelGzWriter<W> {
+impl<W: BlockWrite + Send> ParallelGzWriter<W> {
     /// Writes the gzip header to `inner` and starts `threads` worker threads (at least one).
     pub fn new(mut inner: W, level: Level, threads: usize) -> io::Result<Self> {
         let threads = threads.max(1);
@@ -141,6 +156,31 @@ impl<W: Write + Send> ParallelGzWriter<W> {
             w.inner.flush()
         })?;
         Ok(self.inner)
+    }
+
+    /// Reads up to `max` bytes of `file`, from its current offset, straight into the block
+    /// being filled, with one `read` and no buffer between the page cache and the
+    /// compressor; returns how many bytes came (0 at the end of the file, or when `max` is 0).
+    pub fn read_from(&mut self, file: BorrowedFd<'_>, max: usize) -> io::Result<usize> {
+        self.checked(|w| {
+            let room = max.min(BLOCK_SIZE - w.block.len());
+            let spare = &mut w.block.spare_capacity_mut()[..room];
+            let n = loop {
+                match rustix::io::read(file, &mut *spare) {
+                    Ok((filled, _)) => break filled.len(),
+                    // Interrupted by a signal before reading anything: read again.
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(err) => return Err(err.into()),
+                }
+            };
+            // SAFETY: `read` initialised the first `n` bytes of the spare capacity, which
+            // follow the block's `len` bytes directly.
+            unsafe { w.block.set_len(w.block.len() + n) };
+            if w.block.len() == BLOCK_SIZE {
+                w.submit(false)?;
+            }
+            Ok(n)
+        })
     }
 
     /// Runs `f`, failing at once if an earlier call failed and remembering a failure: after one,
@@ -196,19 +236,19 @@ impl<W: Write + Send> ParallelGzWriter<W> {
     }
 
     fn write_done(&mut self, mut done: Done) -> io::Result<()> {
-        self.inner.write_all(&done.output)?;
         let len = done.input.len() as u64;
         self.crc
             .combine(&crc32fast::Hasher::new_with_initial_len(done.crc, len));
         self.len += len;
         done.input.clear();
         self.spare_inputs.push(done.input);
-        self.spare_outputs.push(done.output);
+        let spare = self.inner.write_block(done.output)?;
+        self.spare_outputs.push(spare);
         Ok(())
     }
 }
 
-impl<W: Write + Send> Write for ParallelGzWriter<W> {
+impl<W: BlockWrite + Send> Write for ParallelGzWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.checked(|w| {
             let n = buf.len().min(BLOCK_SIZE - w.block.len());
@@ -491,6 +531,8 @@ with tarfile.open(sys.argv[1], 'r:gz') as t:
         limit: usize,
     }
 
+    impl BlockWrite for Failing {}
+
     impl Write for Failing {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
             if buf.len() > self.limit {
@@ -534,6 +576,8 @@ with tarfile.open(sys.argv[1], 'r:gz') as t:
     /// A writer whose bytes outlive it, to look at what a dropped writer left.
     #[derive(Clone, Default)]
     struct SharedBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl BlockWrite for SharedBuffer {}
 
     impl Write for SharedBuffer {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
