@@ -67,6 +67,20 @@ pub fn fixture_library() -> PathBuf {
     artifact("libaerie_fixture_adapter.so")
 }
 
+/// A plugins file with the fixture adapter alone, named `name`, storing in `directory`, with
+/// `extra` lines of config (`key: value`, e.g. `transient_failures: 2`).
+pub fn fixture_plugins(name: &str, directory: &Path, extra: &[&str]) -> String {
+    let mut plugins = format!(
+        "adapters:\n  - name: {name}\n    library: {}\n    config:\n      directory: {}\n",
+        fixture_library().display(),
+        directory.display()
+    );
+    for line in extra {
+        plugins.push_str(&format!("      {line}\n"));
+    }
+    plugins
+}
+
 /// A node's folders and config, in a temporary directory that outlives daemon restarts.
 pub struct Node {
     /// Holds everything; removed when the node is dropped.

@@ -7,7 +7,9 @@
 
 use aerie_e2e::tree::{populate, snapshot};
 use aerie_e2e::websocket::completion_message;
-use aerie_e2e::{fixture_library, gnu_tar_gz, new_uuid, wings_library, Daemon, Node};
+use aerie_e2e::{
+    fixture_library, fixture_plugins, gnu_tar_gz, new_uuid, wings_library, Daemon, Node,
+};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -185,11 +187,7 @@ fn a_retryable_stat_and_open_are_tried_again_until_they_succeed() {
     let mut node = Node::new();
     node.server(SERVER);
     let store = node.dir.path().join("flaky-store");
-    node.plugins = Some(format!(
-        "adapters:\n  - name: flaky\n    library: {}\n    config:\n      directory: {}\n      transient_failures: 2\n",
-        fixture_library().display(),
-        store.display()
-    ));
+    node.plugins = Some(fixture_plugins("flaky", &store, &["transient_failures: 2"]));
     let uuid = new_uuid();
     let _source = copy_in_by_hand(&store, &uuid);
     let daemon = node.start();
@@ -211,10 +209,10 @@ fn a_storage_that_stays_unavailable_is_a_503_after_a_bounded_number_of_attempts(
     let mut node = Node::new();
     node.server(SERVER);
     let store = node.dir.path().join("down-store");
-    node.plugins = Some(format!(
-        "adapters:\n  - name: down\n    library: {}\n    config:\n      directory: {}\n      transient_failures: 1000\n",
-        fixture_library().display(),
-        store.display()
+    node.plugins = Some(fixture_plugins(
+        "down",
+        &store,
+        &["transient_failures: 1000"],
     ));
     let daemon = node.start();
     let uuid = new_uuid();

@@ -12,7 +12,7 @@ use std::time::Instant;
 use aerie_e2e::s3::Plugins;
 use aerie_e2e::websocket::Frame;
 use aerie_e2e::{
-    fixture_library, make_fifo, new_uuid, noise, run, Daemon, Node, Reply, HANG_GUARD,
+    fixture_plugins, make_fifo, new_uuid, noise, run, Daemon, Node, Reply, HANG_GUARD,
 };
 use aerie_s3_test_support::{endpoint, Bucket};
 use reqwest::Method;
@@ -235,10 +235,10 @@ fn a_storage_that_cannot_be_reached_is_a_503_not_a_404_or_a_500() {
     let mut node = Node::new();
     node.server(SERVER);
     let store = node.dir.path().join("down-store");
-    node.plugins = Some(format!(
-        "adapters:\n  - name: down\n    library: {}\n    config:\n      directory: {}\n      transient_failures: 1000\n",
-        fixture_library().display(),
-        store.display()
+    node.plugins = Some(fixture_plugins(
+        "down",
+        &store,
+        &["transient_failures: 1000"],
     ));
     let daemon = node.start();
     // Nobody can say whether the backup exists: not "not found", and not the node's fault.
@@ -288,11 +288,7 @@ fn fixture_node() -> (Node, std::path::PathBuf) {
     populate(&node);
     let store = node.dir.path().join("fixture-store");
     std::fs::create_dir_all(&store).unwrap();
-    node.plugins = Some(format!(
-        "adapters:\n  - name: fixture\n    library: {}\n    config:\n      directory: {}\n",
-        fixture_library().display(),
-        store.display()
-    ));
+    node.plugins = Some(fixture_plugins("fixture", &store, &[]));
     (node, store)
 }
 

@@ -43,6 +43,7 @@ mod runtime;
 mod sidecar;
 mod store;
 mod upload;
+mod upload_state;
 mod url_expiry;
 
 pub use download::S3Source;

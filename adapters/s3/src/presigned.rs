@@ -26,6 +26,7 @@ use crate::config::MAX_PART_SIZE;
 use crate::runtime;
 use crate::store::{ATTEMPT_TIMEOUT, CONNECT_TIMEOUT};
 use crate::upload::{jitter, ATTEMPTS, CONTENT_TYPE, FIRST_BACKOFF, MAX_PARTS};
+use crate::upload_state::UploadState;
 use crate::url_expiry;
 
 /// The Panel's part size until it tells its own: its default `BACKUP_MAX_PART_SIZE`, which
@@ -110,10 +111,8 @@ impl Plan {
 
 /// The writer of one `mode: panel` backup.
 pub struct PanelSink {
-    /// The upload in progress; `None` once finished, aborted or failed.
-    upload: Option<PanelUpload>,
-    /// Why the upload failed, repeated to any later `write` or `finish`.
-    failure: Option<AdapterError>,
+    /// The upload in progress, or why it failed.
+    state: UploadState<PanelUpload>,
 }
 
 /// One backup being uploaded through presigned URLs.
@@ -148,7 +147,7 @@ impl PanelSink {
         let key = format!("{server}/{backup}.tar.gz");
         tracing::debug!(key = %key, part_size = settings.part_size, "backup started");
         PanelSink {
-            upload: Some(PanelUpload {
+            state: UploadState::new(PanelUpload {
                 settings,
                 backup: backup.to_string(),
                 key,
@@ -161,44 +160,28 @@ impl PanelSink {
                 done: Vec::new(),
                 written: 0,
             }),
-            failure: None,
-        }
-    }
-
-    fn upload(&mut self) -> Result<&mut PanelUpload, AdapterError> {
-        match (&mut self.upload, &self.failure) {
-            (Some(upload), _) => Ok(upload),
-            (None, Some(failure)) => Err(AdapterError::new(
-                failure.kind,
-                format!("the upload already failed: {}", failure.message),
-            )),
-            (None, None) => Err(AdapterError::other("the upload is already over")),
         }
     }
 
     /// Stops the parts in flight after `err`, keeps `err` for later calls, and returns it.
     /// The Panel aborts the multipart upload when the host reports the failure.
     fn fail(&mut self, err: AdapterError) -> AdapterError {
-        if let Some(upload) = self.upload.take() {
-            upload.stop(Some(&err));
-        }
-        self.failure = Some(err.clone());
-        err
+        self.state.fail(err, |upload, err| upload.stop(Some(err)))
     }
 }
 
 impl Sink for PanelSink {
     fn write(&mut self, bytes: &[u8]) -> Result<(), AdapterError> {
-        match self.upload()?.write(bytes) {
+        match self.state.get()?.write(bytes) {
             Ok(()) => Ok(()),
             Err(e) => Err(self.fail(e)),
         }
     }
 
     fn finish(mut self, _sha1: &str, size: u64) -> Result<StoredBackup, AdapterError> {
-        match self.upload()?.finish(size) {
+        match self.state.get()?.finish(size) {
             Ok(stored) => {
-                self.upload = None;
+                self.state.take();
                 Ok(stored)
             }
             Err(e) => Err(self.fail(e)),
@@ -206,7 +189,7 @@ impl Sink for PanelSink {
     }
 
     fn abort(mut self) -> Result<(), AdapterError> {
-        if let Some(upload) = self.upload.take() {
+        if let Some(upload) = self.state.take() {
             upload.stop(None);
         }
         Ok(())
@@ -217,7 +200,7 @@ impl Drop for PanelSink {
     /// A sink dropped unfinished stops its parts; the Panel aborts the upload when told the
     /// backup failed.
     fn drop(&mut self) {
-        if let Some(upload) = self.upload.take() {
+        if let Some(upload) = self.state.take() {
             upload.stop(None);
         }
     }

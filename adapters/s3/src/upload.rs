@@ -27,6 +27,7 @@ use crate::error::s3_error;
 use crate::runtime;
 use crate::sidecar::{self, Sidecar};
 use crate::store::{timeouts, Store, ATTEMPT_TIMEOUT};
+use crate::upload_state::UploadState;
 
 /// The archive's Content-Type.
 pub(crate) const CONTENT_TYPE: &str = "application/x-gzip";
@@ -66,10 +67,8 @@ fn part_size_for(base: u64, number: u32) -> u64 {
 /// The writer of one backup. Its state lives in `upload` until the backup is finished,
 /// aborted or failed.
 pub struct S3Sink {
-    /// The upload in progress; `None` once finished, aborted or failed.
-    upload: Option<Upload>,
-    /// Why the upload failed, repeated to any later `write` or `finish`.
-    failure: Option<AdapterError>,
+    /// The upload in progress, or why it failed.
+    state: UploadState<Upload>,
 }
 
 /// One backup being uploaded.
@@ -108,7 +107,7 @@ impl S3Sink {
     ) -> Self {
         tracing::debug!(key = %key, "backup started");
         S3Sink {
-            upload: Some(Upload {
+            state: UploadState::new(Upload {
                 store,
                 settings,
                 server: server.to_string(),
@@ -122,45 +121,30 @@ impl S3Sink {
                 done: Vec::new(),
                 written: 0,
             }),
-            failure: None,
-        }
-    }
-
-    /// The upload in progress, or the error it already failed with.
-    fn upload(&mut self) -> Result<&mut Upload, AdapterError> {
-        match (&mut self.upload, &self.failure) {
-            (Some(upload), _) => Ok(upload),
-            (None, Some(failure)) => Err(AdapterError::new(
-                failure.kind,
-                format!("the upload already failed: {}", failure.message),
-            )),
-            (None, None) => Err(AdapterError::other("the upload is already over")),
         }
     }
 
     /// Aborts after `err`, keeps `err` for later calls, and returns it.
     fn fail(&mut self, err: AdapterError) -> AdapterError {
-        if let Some(upload) = self.upload.take() {
+        self.state.fail(err, |upload, err| {
             // A failed abort is logged and retried in the background; `err` is what matters.
-            let _ = upload.abort(Some(&err));
-        }
-        self.failure = Some(err.clone());
-        err
+            let _ = upload.abort(Some(err));
+        })
     }
 }
 
 impl Sink for S3Sink {
     fn write(&mut self, bytes: &[u8]) -> Result<(), AdapterError> {
-        match self.upload()?.write(bytes) {
+        match self.state.get()?.write(bytes) {
             Ok(()) => Ok(()),
             Err(e) => Err(self.fail(e)),
         }
     }
 
     fn finish(mut self, sha1: &str, size: u64) -> Result<StoredBackup, AdapterError> {
-        match self.upload()?.finish(sha1, size) {
+        match self.state.get()?.finish(sha1, size) {
             Ok(stored) => {
-                self.upload = None;
+                self.state.take();
                 Ok(stored)
             }
             Err(e) => Err(self.fail(e)),
@@ -168,7 +152,7 @@ impl Sink for S3Sink {
     }
 
     fn abort(mut self) -> Result<(), AdapterError> {
-        match self.upload.take() {
+        match self.state.take() {
             Some(upload) => upload.abort(None),
             None => Ok(()),
         }
@@ -179,7 +163,7 @@ impl Drop for S3Sink {
     /// A sink dropped without `finish` or `abort`: its parts are cancelled and the upload is
     /// aborted in the background, without blocking.
     fn drop(&mut self) {
-        let Some(mut upload) = self.upload.take() else {
+        let Some(mut upload) = self.state.take() else {
             return;
         };
         let Some(upload_id) = upload.upload_id.take() else {
