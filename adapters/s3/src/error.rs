@@ -76,7 +76,7 @@ where
 }
 
 /// An error and its sources, `a: b: c`, leaving out a source that only repeats its parent.
-fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn causes(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -23,9 +23,10 @@ use tokio::task::{JoinError, JoinSet};
 use tracing::instrument::WithSubscriber;
 
 use crate::config::MAX_PART_SIZE;
+use crate::error::causes;
 use crate::runtime;
 use crate::store::{ATTEMPT_TIMEOUT, CONNECT_TIMEOUT};
-use crate::upload::{jitter, ATTEMPTS, CONTENT_TYPE, FIRST_BACKOFF, MAX_PARTS};
+use crate::upload::{fill_part, jitter, ATTEMPTS, CONTENT_TYPE, FIRST_BACKOFF, MAX_PARTS};
 use crate::upload_state::UploadState;
 use crate::url_expiry;
 
@@ -216,14 +217,9 @@ impl PanelUpload {
                 self.send_part()?;
                 continue;
             }
-            if self.buffer.capacity() == 0 {
-                self.buffer.reserve_exact(target as usize);
-            }
-            let room = (target - self.buffer.len() as u64) as usize;
-            let (now, later) = bytes.split_at(room.min(bytes.len()));
-            self.buffer.extend_from_slice(now);
-            self.written += now.len() as u64;
-            bytes = later;
+            let taken = fill_part(&mut self.buffer, target, bytes);
+            self.written += taken as u64;
+            bytes = &bytes[taken..];
         }
         Ok(())
     }
@@ -462,7 +458,7 @@ async fn put_once(
         .map_err(|e| {
             AdapterError::new(
                 ErrorKind::UNAVAILABLE,
-                format!("{what} failed: {}", chain(&e)),
+                format!("{what} failed: {}", causes(&e)),
             )
             .with_retryable(true)
         })?;
@@ -497,17 +493,6 @@ fn xml_value(xml: &str, name: &str) -> Option<String> {
     let start = xml.find(&format!("<{name}>"))? + name.len() + 2;
     let end = xml[start..].find(&format!("</{name}>"))? + start;
     Some(xml[start..end].to_string())
-}
-
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

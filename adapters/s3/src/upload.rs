@@ -64,6 +64,18 @@ fn part_size_for(base: u64, number: u32) -> u64 {
         .min(MAX_PART_SIZE)
 }
 
+/// Moves as much of `bytes` into the part being filled as fits below `target` bytes
+/// (reserving the whole part at its first byte); returns how many it took.
+pub(crate) fn fill_part(buffer: &mut Vec<u8>, target: u64, bytes: &[u8]) -> usize {
+    if buffer.capacity() == 0 {
+        buffer.reserve_exact(target as usize);
+    }
+    let room = target.saturating_sub(buffer.len() as u64) as usize;
+    let taken = room.min(bytes.len());
+    buffer.extend_from_slice(&bytes[..taken]);
+    taken
+}
+
 /// The writer of one backup. Its state lives in `upload` until the backup is finished,
 /// aborted or failed.
 pub struct S3Sink {
@@ -193,14 +205,9 @@ impl Upload {
                 self.send_part()?;
                 continue;
             }
-            if self.buffer.capacity() == 0 {
-                self.buffer.reserve_exact(target as usize);
-            }
-            let room = (target - self.buffer.len() as u64) as usize;
-            let (now, later) = bytes.split_at(room.min(bytes.len()));
-            self.buffer.extend_from_slice(now);
-            self.written += now.len() as u64;
-            bytes = later;
+            let taken = fill_part(&mut self.buffer, target, bytes);
+            self.written += taken as u64;
+            bytes = &bytes[taken..];
         }
         Ok(())
     }

@@ -15,22 +15,9 @@ use serde_json::json;
 use sha1::{Digest, Sha1};
 
 use super::*;
+use crate::archive::gzip::tests::random_bytes;
 use crate::archive::gzip::BLOCK_SIZE;
 use crate::plugins::Adapters;
-
-/// Xorshift64 bytes: incompressible, and the same for the same seed.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// A game server in small: hundreds of small text files over nested folders, files that
 /// cross compression blocks (text and noise), empty files and folders, a symlink, modes.
@@ -43,7 +30,7 @@ fn game_server(root: &Path) {
     }
     std::fs::create_dir_all(root.join("world/region")).unwrap();
     for i in 0..3 {
-        let region = noise(i, BLOCK_SIZE + 4096 * i as usize + 77);
+        let region = random_bytes(i, BLOCK_SIZE + 4096 * i as usize + 77);
         std::fs::write(root.join(format!("world/region/r.{i}.mca")), region).unwrap();
     }
     let log = "[12:00:00 INFO]: a player joined the game\n".repeat(60_000);

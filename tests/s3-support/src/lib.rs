@@ -56,6 +56,31 @@ pub fn secret_access_key() -> String {
     env_or("AWS_SECRET_ACCESS_KEY", "test")
 }
 
+/// A client's configuration for the test server at `endpoint`: path style, the static test
+/// credentials under the provider name `name`; the caller adds what it needs and builds.
+fn client_config(endpoint: &str, name: &'static str) -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region()))
+        .credentials_provider(Credentials::new(
+            access_key_id(),
+            secret_access_key(),
+            None,
+            None,
+            name,
+        ))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+}
+
+/// A runtime of its own for a test's blocking S3 client.
+fn client_runtime() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime for the S3 client")
+}
+
 /// A bucket in the test server, and a client of the test's own to inspect it.
 pub struct Bucket {
     /// Its name.
@@ -86,27 +111,10 @@ impl Bucket {
             std::process::id()
         );
         assert!(name.len() <= 63, "bucket name too long: {name}");
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime for the S3 client");
-        let config = aws_sdk_s3::config::Builder::new()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(region()))
-            .credentials_provider(Credentials::new(
-                access_key_id(),
-                secret_access_key(),
-                None,
-                None,
-                "aerie-tests",
-            ))
-            .endpoint_url(endpoint())
-            .force_path_style(true)
-            .build();
         Bucket {
             name,
-            client: Client::from_conf(config),
-            runtime,
+            client: Client::from_conf(client_config(&endpoint(), "aerie-tests").build()),
+            runtime: client_runtime(),
         }
     }
 

@@ -6,13 +6,13 @@
 
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation};
+use aws_sdk_s3::config::RequestChecksumCalculation;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use tokio::runtime::Runtime;
 
-use crate::{access_key_id, region, secret_access_key};
+use crate::{client_config, client_runtime};
 
 /// The Panel's S3 side, on one bucket, with the Panel's settings.
 pub struct PanelS3 {
@@ -34,22 +34,7 @@ impl PanelS3 {
     /// front of it: the URLs it presigns point there), with the Panel's defaults: 5 GiB
     /// parts, URLs valid for 60 minutes.
     pub fn new(bucket: &str, endpoint: &str) -> PanelS3 {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime for the Panel's S3 client");
-        let config = aws_sdk_s3::config::Builder::new()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(region()))
-            .credentials_provider(Credentials::new(
-                access_key_id(),
-                secret_access_key(),
-                None,
-                None,
-                "aerie-tests-panel",
-            ))
-            .endpoint_url(endpoint)
-            .force_path_style(true)
+        let config = client_config(endpoint, "aerie-tests-panel")
             // As the Panel's PHP SDK presigns: no checksum of an empty body in the URL.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .build();
@@ -59,7 +44,7 @@ impl PanelS3 {
             part_size: 5 * 1024 * 1024 * 1024,
             lifetime: Duration::from_secs(60 * 60),
             signed_ago: Duration::ZERO,
-            runtime,
+            runtime: client_runtime(),
         }
     }
 

@@ -280,7 +280,7 @@ fn worker_died() -> io::Error {
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::archive) mod tests {
     use super::*;
     use flate2::read::GzDecoder;
     use std::io::Read;
@@ -290,7 +290,7 @@ mod tests {
     const NAMED: [Level; 3] = [Level::NONE, Level::BEST_SPEED, Level::BEST_COMPRESSION];
 
     /// Xorshift64 bytes: incompressible.
-    pub(super) fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    pub(in crate::archive) fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
         let mut state = seed | 1;
         let mut out = Vec::with_capacity(len + 8);
         while out.len() < len {
